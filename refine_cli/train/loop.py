@@ -1,0 +1,189 @@
+"""Training: optimiser, schedule, logging, validation with the project's evaluator, checkpoints, resume."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..coco_io import Predictions
+from ..engine import refine_predictions
+from ..evaluate import evaluate
+from ..model.checkpoint import load_checkpoint, save_checkpoint
+from ..model.config import RefineMaskConfig
+from ..model.refinemask import RefineMask, refinemask_loss
+from ..refiner import Refiner
+from .data import RefineDataset, collate, load_sets
+from .simulate import simulate_dataset
+
+VAL_MODES = ("resolution", "realistic")
+VAL_SEED = 1234
+
+
+@dataclass
+class TrainOptions:
+    data: list[Path]
+    val: Path | None
+    out: Path
+    config: RefineMaskConfig = field(default_factory=RefineMaskConfig)
+    epochs: int = 4
+    batch_size: int = 2
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 200
+    max_steps: int | None = None  # stop early (smoke tests, time-boxed runs)
+    val_every: int = 0  # steps between validations; 0 = once per epoch
+    device: str = "cpu"
+    workers: int = 1
+    seed: int = 0
+    freeze_backbone: bool = True
+    pretrained: bool = True
+    resume: Path | None = None
+    max_instances: int = 12
+
+
+def val_sets(val_root: Path) -> tuple[dict, dict[str, list[dict]]]:
+    """GT of the validation set and its fixed-seed coarse sets, one per mode in VAL_MODES."""
+    gt = json.loads((val_root / "instances.json").read_text())
+    return gt, {m: simulate_dataset(gt, m, VAL_SEED) for m in VAL_MODES}
+
+
+def validate(model: RefineMask, gt: dict, coarse_sets: dict[str, list[dict]], images_dir: Path,
+             device: str) -> dict[str, dict]:
+    """Refine each coarse set and score coarse vs refined: {mode: {"coarse": m, "refined": m}}."""
+    refiner = Refiner(model, device)
+    images = {im["id"]: im for im in gt["images"]}
+    out = {}
+    for mode, records in coarse_sets.items():
+        refined = copy.deepcopy(records)
+        preds = Predictions(Path(f"val-{mode}"), refined, refined, images)
+        refine_predictions(preds, images_dir, refiner)
+        res = evaluate(gt, [records, refined], names=["coarse", "refined"])
+        out[mode] = {f["name"]: {"AP": f["segm"]["AP"], "BAP": f["boundary"]["AP"]} for f in res["files"]}
+    model.train()
+    return out
+
+
+def val_score(metrics: dict[str, dict]) -> float:
+    """One number to pick the best checkpoint: mean refined (mask AP + Boundary AP) over the modes."""
+    return float(np.mean([m["refined"]["AP"] + m["refined"]["BAP"] for m in metrics.values()]))
+
+
+def _set_trainable(model: RefineMask, freeze_backbone: bool) -> list[torch.nn.Parameter]:
+    for p in model.backbone.body.parameters():
+        p.requires_grad_(not freeze_backbone)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _train_mode(model: RefineMask, freeze_backbone: bool) -> None:
+    model.train()
+    # Batch statistics of 2-image batches are noise: the backbone's BN stays at its ImageNet values.
+    for m in model.backbone.body.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eval()
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 1 % of the base rate."""
+    if step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(total - warmup, 1)
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+def train(opts: TrainOptions, progress=None, log=print) -> dict:
+    """Train and write ``opts.out`` (best by validation) and ``<out>.last.pt`` (for --resume).
+
+    ``progress(step, total, losses)`` is called after each step. Returns the best metrics.
+    """
+    torch.manual_seed(opts.seed)
+    entries = load_sets(opts.data)
+    cfg = opts.config
+    model = RefineMask(cfg)
+    if opts.pretrained:
+        model.backbone.load_pretrained()
+    params = _set_trainable(model, opts.freeze_backbone)
+    model.to(opts.device)
+    optim = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
+    dataset = RefineDataset(entries, cfg, seed=opts.seed, max_instances=opts.max_instances)
+    steps_per_epoch = math.ceil(len(dataset) / opts.batch_size)
+    total = steps_per_epoch * opts.epochs
+    if opts.max_steps:
+        total = min(total, opts.max_steps)
+    warmup = min(opts.warmup_steps, max(total // 5, 1))  # short (smoke) runs still reach the base rate
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: lr_factor(s, total, warmup))
+    step, epoch0, best = 0, 0, {"score": -1.0}
+    last_path = opts.out.with_suffix(".last.pt")
+    if opts.resume:
+        model, ckpt = load_checkpoint(opts.resume)
+        model.to(opts.device)
+        params = _set_trainable(model, opts.freeze_backbone)
+        optim = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
+        optim.load_state_dict(ckpt["optimizer"])
+        sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: lr_factor(s, total, warmup))
+        sched.load_state_dict(ckpt["scheduler"])
+        step, epoch0, best = ckpt["step"], ckpt["epoch"] + 1, ckpt["best"]
+        log(f"resumed from {opts.resume} at epoch {epoch0}, step {step}")
+    gt, coarse_sets = val_sets(opts.val) if opts.val else (None, {})
+    log_path = opts.out.with_suffix(".csv")
+    new_log = not (opts.resume and log_path.exists())
+    with open(log_path, "w" if new_log else "a", newline="") as f:
+        writer = csv.writer(f)
+        if new_log:
+            writer.writerow(["epoch", "step", "lr", "loss", "stage0", "stage1", "stage2", "stage3", "semantic",
+                             "seconds", "val"])
+        t0 = time.perf_counter()
+        for epoch in range(epoch0, opts.epochs):
+            if step >= total:
+                break
+            dataset.epoch = epoch
+            gen = torch.Generator().manual_seed(opts.seed * 1000 + epoch)
+            loader = DataLoader(dataset, opts.batch_size, shuffle=True, generator=gen, collate_fn=collate,
+                                num_workers=opts.workers, persistent_workers=False)
+            _train_mode(model, opts.freeze_backbone)
+            for batch in loader:
+                if step >= total:
+                    break
+                batch = {k: v.to(opts.device) for k, v in batch.items()}
+                out = model(batch["images"], batch["rois"], batch["coarse"])
+                losses = refinemask_loss(cfg, out, batch["gt"], batch["sem_target"], batch["sem_weight"])
+                loss = sum(losses.values())
+                optim.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 5.0)
+                optim.step()
+                sched.step()
+                step += 1
+                vals = {k: v.item() for k, v in losses.items()}
+                if progress:
+                    progress(step, total, vals)
+                val = ""
+                every = opts.val_every or steps_per_epoch
+                if gt is not None and (step % every == 0 or step >= total):
+                    metrics = validate(model, gt, coarse_sets, opts.val / "images", opts.device)
+                    _train_mode(model, opts.freeze_backbone)
+                    val = json.dumps(metrics)
+                    log(f"step {step}: " + "; ".join(
+                        f"{m}: AP {v['coarse']['AP']:.1f}->{v['refined']['AP']:.1f}, "
+                        f"BAP {v['coarse']['BAP']:.1f}->{v['refined']['BAP']:.1f}" for m, v in metrics.items()))
+                    if val_score(metrics) > best["score"]:
+                        best = {"score": val_score(metrics), "step": step, "epoch": epoch, "metrics": metrics}
+                        save_checkpoint(opts.out, model, meta={"best": best, "data": [str(d) for d in opts.data]})
+                writer.writerow([epoch, step, f"{sched.get_last_lr()[0]:.2e}", f"{loss.item():.4f}",
+                                 *(f"{vals[k]:.4f}" for k in ("stage0", "stage1", "stage2", "stage3", "semantic")),
+                                 f"{time.perf_counter() - t0:.1f}", val])
+                f.flush()
+            save_checkpoint(last_path, model, meta={"best": best}, extra={
+                "optimizer": optim.state_dict(), "scheduler": sched.state_dict(), "step": step,
+                "epoch": epoch, "best": best})
+    if gt is None:  # no validation: the last weights are the result
+        save_checkpoint(opts.out, model, meta={"data": [str(d) for d in opts.data]})
+    return best

@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny models and checkpoints made in code, paths to ../shared data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from refine_cli.model.checkpoint import save_checkpoint
+from refine_cli.model.config import tiny_config
+from refine_cli.model.refinemask import RefineMask
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    torch.set_num_threads(2)
+
+
+@pytest.fixture
+def tiny_model() -> RefineMask:
+    torch.manual_seed(0)
+    return RefineMask(tiny_config()).eval()
+
+
+def box_filling_model() -> RefineMask:
+    """A tiny model whose every stage predicts foreground everywhere: the refined mask is the
+    expanded box. Lets CLI tests see segmentations replaced without a trained checkpoint."""
+    torch.manual_seed(0)
+    model = RefineMask(tiny_config(box_expand=1.0))
+    with torch.no_grad():
+        for conv in model.head.logits:
+            conv.weight.zero_()
+            conv.bias.fill_(6.0)
+    return model.eval()
+
+
+@pytest.fixture
+def box_checkpoint(tmp_path) -> Path:
+    path = tmp_path / "box.pt"
+    save_checkpoint(path, box_filling_model())
+    return path
