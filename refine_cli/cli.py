@@ -121,10 +121,13 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
               help="Continue from a <out>.last.pt checkpoint.")
 @click.option("--config", "config_json", default=None,
               help="JSON object of RefineMaskConfig overrides, e.g. '{\"box_expand\": 1.1}'.")
+@click.option("--modes", default=None,
+              help="Coarse-mask simulation mix, e.g. 'resolution=0.6,realistic=0.4' [default: "
+                   "resolution 0.4, realistic 0.35, polygon 0.1, box 0.15].")
 @click.option("--no-pretrained", is_flag=True, help="Random backbone init (tests).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def train(data, val, out, epochs, max_steps, batch_size, lr, val_every, device, workers, threads, seed, resume,
-          config_json, no_pretrained, debug):
+          config_json, modes, no_pretrained, debug):
     """Train the refiner on simulated coarse masks and keep the best checkpoint by validation."""
     from .model.config import RefineMaskConfig
     from .train.loop import TrainOptions
@@ -137,10 +140,11 @@ def train(data, val, out, epochs, max_steps, batch_size, lr, val_every, device, 
         cfg = RefineMaskConfig.from_dict({**RefineMaskConfig().to_dict(), **overrides})
     except (ValueError, TypeError) as e:
         raise click.BadParameter(str(e), param_hint="--config")
+    mode_probs = _parse_modes(modes) if modes else None
     opts = TrainOptions(data=[Path(d) for d in data.split(",")], val=val, out=out, config=cfg, epochs=epochs,
                         batch_size=batch_size, lr=lr, max_steps=max_steps, val_every=val_every,
                         device=_device(device), workers=workers, seed=seed, resume=resume,
-                        pretrained=not no_pretrained)
+                        pretrained=not no_pretrained, mode_probs=mode_probs)
     with progress_bar() as bar:
         task = bar.add_task("training", total=None, rate="")
 
@@ -153,6 +157,25 @@ def train(data, val, out, epochs, max_steps, batch_size, lr, val_every, device, 
         except (FileNotFoundError, CheckpointError, InputError) as e:
             fail(str(e), debug)
     err_console.print(f"best: {json.dumps(best)}")
+
+
+def _parse_modes(text: str) -> dict[str, float]:
+    """'resolution=0.6,realistic=0.4' -> {"resolution": 0.6, "realistic": 0.4} (names checked)."""
+    from .train.simulate import MODES
+
+    probs = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        try:
+            probs[name.strip()] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"{part!r} is not NAME=WEIGHT", param_hint="--modes") from None
+        if name.strip() not in MODES or probs[name.strip()] < 0:
+            raise click.BadParameter(f"{part!r}: modes are {', '.join(MODES)} with weights >= 0",
+                                     param_hint="--modes")
+    if sum(probs.values()) <= 0:
+        raise click.BadParameter("weights sum to 0", param_hint="--modes")
+    return probs
 
 
 main.add_command(eval_command)

@@ -25,6 +25,22 @@ def box_grid(boxes: torch.Tensor, frames: torch.Tensor, size: int) -> torch.Tens
     return (iny[:, :, None] & inx[:, None, :]).float()[:, None]
 
 
+def coarse_inputs(boxes_xywh: np.ndarray, coarse: Sequence[np.ndarray | None], box_expand: float,
+                  size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames and coarse grids of N instances, as training and inference both feed the head.
+
+    boxes_xywh: (N, 4); coarse: N full-image (H, W) masks, or None for box-only records.
+    Returns frames (N, 4) xyxy (boxes scaled by ``box_expand``) and grids (N, 1, size, size).
+    """
+    boxes = xywh_to_xyxy(torch.as_tensor(np.asarray(boxes_xywh, np.float32)).reshape(-1, 4))
+    frames = expand_boxes(boxes, box_expand)
+    grids = box_grid(boxes, frames, size)
+    have = [i for i, m in enumerate(coarse) if m is not None]
+    if have:
+        grids[have] = crop_masks([coarse[i] for i in have], frames[have], size)
+    return frames, grids
+
+
 class Refiner:
     """Runs a :class:`RefineMask` over images: backbone once per image, RoIs in chunks."""
 
@@ -50,13 +66,7 @@ class Refiner:
         if len(coarse) == 0:
             return []
         cfg = self.cfg
-        boxes = xywh_to_xyxy(torch.as_tensor(np.asarray(boxes_xywh, np.float32)).reshape(-1, 4))
-        frames = expand_boxes(boxes, cfg.box_expand)
-        size = cfg.stage_sizes[-1]
-        grids = box_grid(boxes, frames, size)
-        have = [i for i, m in enumerate(coarse) if m is not None]
-        if have:
-            grids[have] = crop_masks([coarse[i] for i in have], frames[have], size)
+        frames, grids = coarse_inputs(boxes_xywh, coarse, cfg.box_expand, cfg.stage_sizes[-1])
         scale = input_scale(h, w, cfg.short_side, cfg.max_size)
         x = to_input(image, scale, cfg.size_divisibility).to(self.device)
         if self.channels_last:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 
 import click
 from rich.console import Console
 
+from refine_cli.coco_io import write_json_atomic
 from refine_cli.evaluate.coco_eval import EvalInputError, evaluate, render_tables
 
 
@@ -52,20 +50,7 @@ def eval_command(ctx, gt_path, predictions, json_path, per_category, dilation_ra
     render_tables(metrics, Console())
     if json_path is not None:
         try:
-            _write_json_atomic(json_path, metrics)
+            write_json_atomic(json_path, metrics)
         except OSError as e:
             click.echo(f"error: {json_path}: cannot write: {e.strerror}", err=True)
             ctx.exit(2)
-
-
-def _write_json_atomic(path: Path, obj) -> None:
-    """Write ``obj`` as JSON so that ``path`` never holds a partial file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -146,7 +147,10 @@ class BackboneWithFPN(nn.Module):
     def __init__(self, name: str, fpn_channels: int):
         super().__init__()
         self.body = build_backbone(name)
-        self.fpn = FeaturePyramidNetwork(list(self.body.tap_channels), fpn_channels)
+        # GroupNorm keeps P2..P5 near unit scale (the raw taps reach std ~20), which the
+        # from-scratch heads need to train at a useful rate.
+        self.fpn = FeaturePyramidNetwork(list(self.body.tap_channels), fpn_channels,
+                                         norm_layer=partial(nn.GroupNorm, 8))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         taps = self.body(x)

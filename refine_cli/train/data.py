@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from ..boxes import crop_masks, expand_boxes, xywh_to_xyxy
-from ..coco_io import decode_mask
+from ..boxes import crop_masks
+from ..coco_io import decode_mask, mask_box
 from ..images import load_image
 from ..inputs import to_input
 from ..model.config import RefineMaskConfig
-from ..refiner import box_grid
+from ..refiner import coarse_inputs
 from .simulate import simulate
 
 DEFAULT_MODE_PROBS = {"resolution": 0.4, "realistic": 0.35, "polygon": 0.1, "box": 0.15}
@@ -66,15 +66,15 @@ def colour_jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 class RefineDataset(Dataset):
-    """One item per image: up to ``max_instances`` instances with simulated coarse masks.
+    """One item per image: up to ``max_instances`` instances, each with ``copies`` simulated coarse masks.
 
     Deterministic: item i of epoch e draws from ``default_rng([seed, e, i])``.
     """
 
     def __init__(self, entries: list[ImageEntry], cfg: RefineMaskConfig, *, seed: int = 0,
-                 max_instances: int = 12, min_area: float = 64.0, short_sides=(416, 544),
+                 max_instances: int = 12, copies: int = 3, min_area: float = 64.0, short_sides=(416, 544),
                  mode_probs: dict[str, float] | None = None):
-        self.entries, self.cfg, self.seed = entries, cfg, seed
+        self.entries, self.cfg, self.seed, self.copies = entries, cfg, seed, copies
         self.max_instances, self.min_area, self.short_sides = max_instances, min_area, short_sides
         probs = mode_probs or DEFAULT_MODE_PROBS
         self.modes, self.probs = list(probs), np.array(list(probs.values())) / sum(probs.values())
@@ -100,22 +100,17 @@ class RefineDataset(Dataset):
         keep = list(rng.permutation(keep)[: self.max_instances])
         gts, boxes, coarse = [], [], []
         for k in keep:
-            ys, xs = np.nonzero(masks[k])
-            gt_box = np.array([xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()], float)
-            mode = self.modes[rng.choice(len(self.modes), p=self.probs)]
-            c, box = simulate(masks[k], gt_box, mode, rng)
-            gts.append(masks[k]), boxes.append(box), coarse.append(c)
+            gt_box = np.array(mask_box(masks[k]))
+            # Several simulations per instance: head supervision is cheap next to the image's backbone pass.
+            for _ in range(self.copies):
+                mode = self.modes[rng.choice(len(self.modes), p=self.probs)]
+                c, box = simulate(masks[k], gt_box, mode, rng)
+                gts.append(masks[k]), boxes.append(box), coarse.append(c)
         scale = rng.uniform(*self.short_sides) / min(h, w)
         scale = min(scale, cfg.max_size / max(h, w))
         x = to_input(image, scale, cfg.size_divisibility)[0]
         sem = self._semantic(union, scale, x.shape)
-        xyxy = xywh_to_xyxy(torch.tensor(np.array(boxes).reshape(-1, 4), dtype=torch.float32))
-        frames = expand_boxes(xyxy, cfg.box_expand)
-        size = cfg.stage_sizes[-1]
-        grids = box_grid(xyxy, frames, size)
-        have = [j for j, c in enumerate(coarse) if c is not None]
-        if have:
-            grids[have] = crop_masks([coarse[j] for j in have], frames[have], size)
+        frames, grids = coarse_inputs(np.array(boxes).reshape(-1, 4), coarse, cfg.box_expand, cfg.stage_sizes[-1])
         return {
             "image": x,
             "rois": frames * scale,

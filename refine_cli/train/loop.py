@@ -48,6 +48,7 @@ class TrainOptions:
     pretrained: bool = True
     resume: Path | None = None
     max_instances: int = 12
+    mode_probs: dict[str, float] | None = None  # simulation mix; None = data.DEFAULT_MODE_PROBS
 
 
 def val_sets(val_root: Path) -> tuple[dict, dict[str, list[dict]]]:
@@ -113,7 +114,8 @@ def train(opts: TrainOptions, progress=None, log=print) -> dict:
     params = _set_trainable(model, opts.freeze_backbone)
     model.to(opts.device)
     optim = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
-    dataset = RefineDataset(entries, cfg, seed=opts.seed, max_instances=opts.max_instances)
+    dataset = RefineDataset(entries, cfg, seed=opts.seed, max_instances=opts.max_instances,
+                            mode_probs=opts.mode_probs)
     steps_per_epoch = math.ceil(len(dataset) / opts.batch_size)
     total = steps_per_epoch * opts.epochs
     if opts.max_steps:

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Reproduces the accuracy table of weights/README.md with the project's own commands:
+# simulated coarse sets (fixed seed) -> refine-masks run -> refine-masks eval (coarse | refined | GT).
+#   bash weights/measure.sh [CHECKPOINT] [WORKDIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+W=${1:-weights/refinemask_effl0.pt}
+OUT=${2:-runs/measure}
+SEED=2026
+mkdir -p "$OUT"
+measure() {  # name gt images-dir mode
+    local name=$1 gt=$2 images=$3 mode=$4
+    python3 examples/make_predictions.py --gt "$gt" --mode "$mode" --seed $SEED --out "$OUT/$name.json"
+    refine-masks run "$OUT/$name.json" "$images" -o "$OUT/$name.refined.json" --weights "$W" --images-json "$gt"
+    refine-masks eval --gt "$gt" "$OUT/$name.json" "$OUT/$name.refined.json" "$gt" --json "$OUT/$name.metrics.json"
+}
+VAL=examples/coco_val
+for mode in resolution realistic polygon box; do
+    measure "val_$mode" $VAL/instances.json $VAL/images $mode
+done
+FRUITS=../shared/data/fruits_nuts
+if [ -d "$FRUITS" ]; then
+    measure fruits_realistic $FRUITS/trainval.json $FRUITS/images realistic
+fi
