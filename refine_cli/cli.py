@@ -166,11 +166,12 @@ def _parse_modes(text: str) -> dict[str, float]:
     probs = {}
     for part in text.split(","):
         name, _, value = part.partition("=")
+        name = name.strip()
         try:
-            probs[name.strip()] = float(value)
+            probs[name] = float(value)
         except ValueError:
             raise click.BadParameter(f"{part!r} is not NAME=WEIGHT", param_hint="--modes") from None
-        if name.strip() not in MODES or probs[name.strip()] < 0:
+        if name not in MODES or probs[name] < 0:
             raise click.BadParameter(f"{part!r}: modes are {', '.join(MODES)} with weights >= 0",
                                      param_hint="--modes")
     if sum(probs.values()) <= 0:

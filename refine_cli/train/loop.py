@@ -107,13 +107,16 @@ def train(opts: TrainOptions, progress=None, log=print) -> dict:
     """
     torch.manual_seed(opts.seed)
     entries = load_sets(opts.data)
-    cfg = opts.config
-    model = RefineMask(cfg)
-    if opts.pretrained:
-        model.backbone.load_pretrained()
+    ckpt = None
+    if opts.resume:  # the checkpoint's own config wins over opts.config
+        model, ckpt = load_checkpoint(opts.resume)
+    else:
+        model = RefineMask(opts.config)
+        if opts.pretrained:
+            model.backbone.load_pretrained()
+    cfg = model.cfg
     params = _set_trainable(model, opts.freeze_backbone)
     model.to(opts.device)
-    optim = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
     dataset = RefineDataset(entries, cfg, seed=opts.seed, max_instances=opts.max_instances,
                             mode_probs=opts.mode_probs)
     steps_per_epoch = math.ceil(len(dataset) / opts.batch_size)
@@ -121,16 +124,12 @@ def train(opts: TrainOptions, progress=None, log=print) -> dict:
     if opts.max_steps:
         total = min(total, opts.max_steps)
     warmup = min(opts.warmup_steps, max(total // 5, 1))  # short (smoke) runs still reach the base rate
+    optim = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: lr_factor(s, total, warmup))
     step, epoch0, best = 0, 0, {"score": -1.0}
     last_path = opts.out.with_suffix(".last.pt")
-    if opts.resume:
-        model, ckpt = load_checkpoint(opts.resume)
-        model.to(opts.device)
-        params = _set_trainable(model, opts.freeze_backbone)
-        optim = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
+    if ckpt is not None:
         optim.load_state_dict(ckpt["optimizer"])
-        sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: lr_factor(s, total, warmup))
         sched.load_state_dict(ckpt["scheduler"])
         step, epoch0, best = ckpt["step"], ckpt["epoch"] + 1, ckpt["best"]
         log(f"resumed from {opts.resume} at epoch {epoch0}, step {step}")
