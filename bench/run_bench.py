@@ -200,21 +200,19 @@ def instrumented_pass(case: Case, refiner: Refiner, out: Path) -> tuple[Counter,
             image = load_image(paths[image_id])
         h, w = image.shape[:2]
         with timed(t, "masks in", device):
-            coarse = [decode_mask(preds.records[i], h, w, where="") for i in indices]
+            coarse = [decode_mask(preds.records[i], h, w, where="", contiguous=False) for i in indices]
             boxes = xywh_to_xyxy(torch.tensor([preds.records[i]["bbox"] for i in indices], dtype=torch.float32))
             frames = expand_boxes(boxes, cfg.box_expand)
             grids = crop_masks(coarse, frames, cfg.stage_sizes[-1])
         with timed(t, "resize", device):
             scale = input_scale(h, w, cfg.short_side, cfg.max_size)
-            x = to_input(image, scale, cfg.size_divisibility).to(device)
-            if refiner.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-        with timed(t, "backbone", device):
+            x = to_input(image, scale, cfg.size_divisibility).to(device, memory_format=torch.channels_last)
+        with timed(t, "backbone", device), refiner.autocast():
             feats = model.extract(x)
         rois = torch.cat([torch.zeros(len(frames), 1), frames * scale], dim=1).to(device)
         for start in range(0, len(frames), refiner.batch_size):
             sl = slice(start, start + refiner.batch_size)
-            with timed(t, "head", device):
+            with timed(t, "head", device), refiner.autocast():
                 probs = model.refine(feats, rois[sl], grids[sl].to(device)).float().cpu()
             for index, mask, prob, frame in zip(indices[sl], coarse[sl], probs[:, 0], frames[sl].tolist()):
                 with timed(t, "paste+encode", device):
@@ -405,7 +403,7 @@ def main() -> None:
     default_threads = torch.get_num_threads()
     configs = [("cpu", t, f"cpu x{t}") for t in args.threads]
     if args.device == "cuda":
-        configs.append(("cuda", default_threads, "cuda"))
+        configs.append(("cuda", default_threads, "cuda bf16"))  # Refiner's default precision on CUDA
     with tempfile.TemporaryDirectory(prefix="refine_bench_") as tmp_name:
         tmp = Path(tmp_name)
         model, weights, model_text = load_model(args, tmp)

@@ -49,12 +49,14 @@ def main() -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="RoIs per forward.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="bf16 autocast for the network; auto = bf16 on CUDA, fp32 on CPU.")
 @click.option("--update-bbox", is_flag=True, help="Also replace 'bbox' by the refined mask's tight box.")
 @click.option("--skip-missing", is_flag=True, help="Keep records of missing/unreadable images unchanged.")
 @click.option("--overwrite", is_flag=True, help="Allow the output to replace the input file.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def run(predictions, images, output, weights, images_json, score_thr, box_expand, batch_size, device, threads,
-        update_bbox, skip_missing, overwrite, debug):
+        precision, update_bbox, skip_missing, overwrite, debug):
     """Refine every mask of PREDICTIONS (COCO results JSON) using the images in IMAGES."""
     from .engine import refine_predictions
     from .refiner import Refiner
@@ -81,7 +83,7 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
                 rate = done[0] / max(bar.tasks[task].elapsed or 1e-9, 1e-9)
                 bar.update(task, advance=1, rate=f"{done[0]} inst, {rate:.1f} inst/s")
 
-            summary = refine_predictions(preds, images, Refiner(model, _device(device), batch_size),
+            summary = refine_predictions(preds, images, Refiner(model, _device(device), batch_size, precision),
                                          score_thr=score_thr, update_bbox=update_bbox, skip_missing=skip_missing,
                                          on_image=on_image)
         write_json_atomic(output, preds.document)
@@ -104,7 +106,8 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
 
 
 @main.command()
-@click.option("--data", required=True, help="Comma-separated COCO-format set folders (instances.json + images/).")
+@click.option("--data", required=True,
+              help="Comma-separated COCO-format set folders (instances.json + images/); DIR*K lists a set K times.")
 @click.option("--val", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Validation set folder (never trained on).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Best checkpoint path.")
@@ -115,10 +118,14 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
 @click.option("--val-every", type=click.IntRange(min=0), default=0, help="Validate every N steps [default: per epoch].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=1, show_default=True, help="Data-loading processes.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="bf16 autocast for forward and loss; auto = bf16 on CUDA, fp32 on CPU.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Continue from a <out>.last.pt checkpoint.")
+@click.option("--init", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Start from this checkpoint's weights and config, with a fresh optimiser and schedule.")
 @click.option("--config", "config_json", default=None,
               help="JSON object of RefineMaskConfig overrides, e.g. '{\"box_expand\": 1.1}'.")
 @click.option("--modes", default=None,
@@ -126,8 +133,8 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
                    "resolution 0.4, realistic 0.35, polygon 0.1, box 0.15].")
 @click.option("--no-pretrained", is_flag=True, help="Random backbone init (tests).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def train(data, val, out, epochs, max_steps, batch_size, lr, val_every, device, workers, threads, seed, resume,
-          config_json, modes, no_pretrained, debug):
+def train(data, val, out, epochs, max_steps, batch_size, lr, val_every, device, workers, precision, threads, seed,
+          resume, init, config_json, modes, no_pretrained, debug):
     """Train the refiner on simulated coarse masks and keep the best checkpoint by validation."""
     from .model.config import RefineMaskConfig
     from .train.loop import TrainOptions
@@ -140,10 +147,13 @@ def train(data, val, out, epochs, max_steps, batch_size, lr, val_every, device, 
         cfg = RefineMaskConfig.from_dict({**RefineMaskConfig().to_dict(), **overrides})
     except (ValueError, TypeError) as e:
         raise click.BadParameter(str(e), param_hint="--config")
+    if resume and init:
+        raise click.BadParameter("give --resume or --init, not both", param_hint="--init")
     mode_probs = _parse_modes(modes) if modes else None
-    opts = TrainOptions(data=[Path(d) for d in data.split(",")], val=val, out=out, config=cfg, epochs=epochs,
+    opts = TrainOptions(data=data.split(","), val=val, out=out, config=cfg, epochs=epochs,
                         batch_size=batch_size, lr=lr, max_steps=max_steps, val_every=val_every,
-                        device=_device(device), workers=workers, seed=seed, resume=resume,
+                        device=_device(device), workers=workers, seed=seed, resume=resume, init=init,
+                        bf16=None if precision == "auto" else precision == "bf16",
                         pretrained=not no_pretrained, mode_probs=mode_probs)
     with progress_bar() as bar:
         task = bar.add_task("training", total=None, rate="")

@@ -225,8 +225,12 @@ def _case_variants(image_id: int) -> set[str]:
 # ---------------------------------------------------------------- masks
 
 
-def decode_mask(record: dict, height: int, width: int, *, where: str) -> np.ndarray | None:
-    """The record's segmentation as a C-contiguous (height, width) uint8 0/1 mask, or None when it has none.
+def decode_mask(record: dict, height: int, width: int, *, where: str, contiguous: bool = True) -> np.ndarray | None:
+    """The record's segmentation as a (height, width) uint8 0/1 mask, or None when it has none.
+
+    The mask is C-contiguous (what OpenCV needs), or with ``contiguous=False`` column-major as
+    pycocotools decodes it: the C copy is twice the cost of the decode itself, and callers that
+    only slice windows out of the mask do not need it.
 
     Accepts compressed RLE (counts str or bytes), uncompressed RLE (counts list) and
     polygons; polygon parts with fewer than 3 points are ignored (all-zero mask
@@ -242,7 +246,8 @@ def decode_mask(record: dict, height: int, width: int, *, where: str) -> np.ndar
         rle = _polygons_to_rle(segmentation, height, width, where)
     else:
         rle = _checked_rle(segmentation, height, width, where)
-    return np.ascontiguousarray(mask_utils.decode(rle))
+    mask = mask_utils.decode(rle)
+    return np.ascontiguousarray(mask) if contiguous else mask
 
 
 def _polygons_to_rle(polygons: list[list[float]], height: int, width: int, where: str) -> dict:

@@ -76,10 +76,10 @@ def _box(record: dict, mask: np.ndarray | None, height: int, width: int) -> tupl
 def _changed(coarse: np.ndarray | None, crop: np.ndarray, x0: int, y0: int) -> int:
     """|refined XOR coarse| when the refined mask is ``crop`` at (x0, y0) and zero elsewhere."""
     if coarse is None:
-        return int(crop.sum())
+        return int(np.count_nonzero(crop))
     h, w = crop.shape
     window = coarse[y0:y0 + h, x0:x0 + w]
-    return int(np.count_nonzero(window != crop)) + int(coarse.sum()) - int(window.sum())
+    return int(np.count_nonzero(window != crop)) + np.count_nonzero(coarse) - np.count_nonzero(window)
 
 
 def refine_predictions(preds: Predictions, images_dir: Path, refiner: Refiner, *, score_thr: float = 0.0,
@@ -129,7 +129,7 @@ def _refine_one_image(preds, image_id, indices, path, refiner, score_thr, update
         if record.get("score", 1.0) < score_thr:
             summary.skipped[SKIP_SCORE] += 1
             continue
-        mask = decode_mask(record, height, width, where=where)
+        mask = decode_mask(record, height, width, where=where, contiguous=False)
         if mask is not None and not mask.any():
             summary.skipped[SKIP_EMPTY] += 1
             continue

@@ -41,17 +41,32 @@ def coarse_inputs(boxes_xywh: np.ndarray, coarse: Sequence[np.ndarray | None], b
     return frames, grids
 
 
-class Refiner:
-    """Runs a :class:`RefineMask` over images: backbone once per image, RoIs in chunks."""
+PRECISIONS = ("auto", "fp32", "bf16")
 
-    def __init__(self, model: RefineMask, device: torch.device | str = "cpu", batch_size: int = 64):
+
+class Refiner:
+    """Runs a :class:`RefineMask` over images: backbone once per image, RoIs in chunks.
+
+    ``precision``: "bf16" runs convolutions under bfloat16 autocast (the stage logits are
+    fused in fp32); "auto" is bf16 on CUDA and fp32 on CPU, where bf16 is slower without AMX units.
+    """
+
+    def __init__(self, model: RefineMask, device: torch.device | str = "cpu", batch_size: int = 64,
+                 precision: str = "auto"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.model = model.eval().to(device)
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.cfg = model.cfg
-        self.channels_last = self.device.type == "cuda"
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.bf16 = precision == "bf16" or (precision == "auto" and self.device.type == "cuda")
+        # NHWC is the layout oneDNN (CPU) and cuDNN convolutions run fastest in: on the bench's
+        # 2-core CPU it cut backbone and head time by about a third.
+        self.model = self.model.to(memory_format=torch.channels_last)
+
+    def autocast(self):
+        """Context for every model call: bf16 autocast when enabled, else a no-op."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     @torch.inference_mode()
     def refine_image(self, image: np.ndarray, boxes_xywh: np.ndarray,
@@ -68,15 +83,16 @@ class Refiner:
         cfg = self.cfg
         frames, grids = coarse_inputs(boxes_xywh, coarse, cfg.box_expand, cfg.stage_sizes[-1])
         scale = input_scale(h, w, cfg.short_side, cfg.max_size)
-        x = to_input(image, scale, cfg.size_divisibility).to(self.device)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        feats = self.model.extract(x)
+        x = to_input(image, scale, cfg.size_divisibility).to(self.device, memory_format=torch.channels_last)
+        with self.autocast():
+            feats = self.model.extract(x)
         rois = torch.cat([torch.zeros(len(frames), 1), frames * scale], dim=1).to(self.device)
         results = []
         for start in range(0, len(frames), self.batch_size):
             sl = slice(start, start + self.batch_size)
-            probs = self.model.refine(feats, rois[sl], grids[sl].to(self.device)).float().cpu()
+            with self.autocast():
+                probs = self.model.refine(feats, rois[sl], grids[sl].to(self.device))
+            probs = probs.float().cpu()
             for prob, frame in zip(probs[:, 0], frames[sl].tolist()):
                 results.append(paste_mask_in_box(prob, tuple(frame), h, w))
         return results

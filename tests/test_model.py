@@ -187,3 +187,34 @@ def test_pretrained_backbone_ranks_imagenet_class_top1(rel, cls):
     x = (torch.from_numpy(x).permute(2, 0, 1)[None] - 127.0) / 128.0
     with torch.no_grad():
         assert net.eval().classify(x).argmax(1).item() == cls
+
+
+def test_refiner_bf16_autocast_agrees_with_fp32(tiny_model):
+    from refine_cli.refiner import Refiner
+
+    torch.manual_seed(0)
+    for conv in tiny_model.head.logits:  # a non-zero residual, so the bf16 conv path decides the masks
+        torch.nn.init.normal_(conv.weight, std=0.3)
+    image = (np.random.default_rng(0).random((H, W, 3)) * 255).astype(np.uint8)
+    coarse = np.zeros((H, W), np.uint8)
+    cv2.ellipse(coarse, (90, 60), (40, 25), 0, 0, 360, 1, -1)
+    boxes = np.array([[50, 35, 80, 50], [60, 40, 40, 30]], np.float32)
+    fp32 = Refiner(tiny_model, precision="fp32").refine_image(image, boxes, [coarse, None])
+    bf16_refiner = Refiner(tiny_model, precision="bf16")
+    assert bf16_refiner.bf16 and not Refiner(tiny_model).bf16  # auto on CPU is fp32
+    bf16 = bf16_refiner.refine_image(image, boxes, [coarse, None])
+    for (a, ax, ay), (b, bx, by) in zip(fp32, bf16):
+        assert (ax, ay) == (bx, by) and a.shape == b.shape
+        assert np.count_nonzero(a != b) <= 0.03 * max(np.count_nonzero(a | b), 1)
+    with pytest.raises(ValueError, match="precision"):
+        Refiner(tiny_model, precision="fp16")
+
+
+def test_checkpoint_without_roi_sampling_ratio_keeps_adaptive_sampling(tmp_path, tiny_model):
+    path = tmp_path / "old.pt"
+    save_checkpoint(path, tiny_model)
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["config"]["roi_sampling_ratio"]  # as written before the field existed
+    torch.save(ckpt, path)
+    assert load_checkpoint(path)[0].cfg.roi_sampling_ratio == 0
+    assert tiny_model.cfg.roi_sampling_ratio == 2

@@ -81,3 +81,31 @@ def test_train_bad_data_dir_is_one_line_error(tmp_path):
     res = CliRunner().invoke(main, ["train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "m.pt"),
                                     "--no-pretrained"])
     assert res.exit_code == 2 and "none" in res.output and "Traceback" not in res.output
+
+
+def test_train_init_starts_from_checkpoint_weights_with_fresh_schedule(tiny_set, tmp_path):
+    first = tmp_path / "a.pt"
+    assert _train(tiny_set, first, "--max-steps", "4").exit_code == 0
+    second = tmp_path / "b.pt"
+    res = _train(tiny_set, second, "--max-steps", "2", "--init", str(first.with_suffix(".last.pt")))
+    assert res.exit_code == 0, res.output
+    with open(second.with_suffix(".csv")) as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2]  # a new run, not a resumed one
+    both = _train(tiny_set, second, "--init", str(first), "--resume", str(first))
+    assert both.exit_code == 2 and "not both" in both.output
+
+
+def test_load_sets_repeats_a_set_given_as_dir_times_k(tiny_set):
+    from refine_cli.train.data import load_sets, parse_set
+
+    assert parse_set("a/b*3") == (tiny_set.__class__("a/b"), 3)
+    assert parse_set("odd*name") == (tiny_set.__class__("odd*name"), 1)
+    once, thrice = load_sets([tiny_set]), load_sets([f"{tiny_set}*3"])
+    assert len(thrice) == 3 * len(once) and [e.path for e in thrice[::3]] == [e.path for e in once]
+
+
+def test_train_bf16_autocast_runs_on_cpu(tiny_set, tmp_path):
+    out = tmp_path / "m.pt"
+    res = _train(tiny_set, out, "--max-steps", "3", "--precision", "bf16")
+    assert res.exit_code == 0, res.output
+    assert all(np.isfinite(_losses(out.with_suffix(".csv"))))

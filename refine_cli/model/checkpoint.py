@@ -41,7 +41,8 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> tuple[Refine
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a refine-masks checkpoint (expected format {FORMAT!r})")
     try:
-        cfg = RefineMaskConfig.from_dict(ckpt["config"])
+        # Checkpoints from before roi_sampling_ratio existed were trained with adaptive sampling.
+        cfg = RefineMaskConfig.from_dict({"roi_sampling_ratio": 0, **ckpt["config"]})
         model = RefineMask(cfg)
         state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
         model.load_state_dict(state)

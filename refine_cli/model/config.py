@@ -28,6 +28,9 @@ class RefineMaskConfig:
     rgb_at_every_stage: bool = True
     coarse_prior_logit: float = 2.0  # initial weight of the coarse mask in every stage's logit
     box_expand: float = 1.2  # boxes are scaled about their centre before crop and paste
+    # Samples per RoI bin when cropping feature maps (torchvision MultiScaleRoIAlign's 2); 0 is
+    # adaptive, which for large boxes made roi_align's backward the slowest op of a CPU step.
+    roi_sampling_ratio: int = 2
     bar_train_width: int = 2
     bar_infer_width: int = 1
     bar_stages: tuple[int, ...] = (2, 3)  # stages whose loss / fusion is limited to the band

@@ -14,9 +14,9 @@ from .config import RefineMaskConfig
 from .semantic_head import conv3x3_relu
 
 
-def roi_crop(maps: torch.Tensor, rois: torch.Tensor, size: int, scale: float) -> torch.Tensor:
+def roi_crop(maps: torch.Tensor, rois: torch.Tensor, size: int, scale: float, sampling_ratio: int) -> torch.Tensor:
     """(B, C, H, W) maps, (N, 5) rois [batch, x0, y0, x1, y1] -> (N, C, size, size)."""
-    return roi_align(maps, rois, size, spatial_scale=scale, sampling_ratio=0, aligned=True)
+    return roi_align(maps, rois, size, spatial_scale=scale, sampling_ratio=sampling_ratio, aligned=True)
 
 
 class MultiBranchFusion(nn.Module):
@@ -91,19 +91,19 @@ class RefineHead(nn.Module):
         rois: (N, 5) in input-image pixels; sem_maps: from ``prepare``; sem_prob: (B, 1, H/4, W/4)
         sigmoid of the semantic logit; image: (B, 3, H, W) normalised input (RGB guide).
         """
-        sizes = self.cfg.stage_sizes
+        sizes, sr = self.cfg.stage_sizes, self.cfg.roi_sampling_ratio
         coarse_at = {s: F.adaptive_avg_pool2d(coarse, s) for s in sizes}
         x = self.stage0(torch.cat([inst_feat, coarse_at[sizes[0]]], dim=1))
         logits = [self._logit(0, x, coarse_at[sizes[0]])]
         for k, stage in enumerate(self.stages):
             s = sizes[k]
-            sem_feat = F.relu(self.sem_out[k](roi_crop(sem_maps[k], rois, s, 0.25)))
-            sem_mask = roi_crop(sem_prob, rois, s, 0.25)
+            sem_feat = F.relu(self.sem_out[k](roi_crop(sem_maps[k], rois, s, 0.25, sr)))
+            sem_mask = roi_crop(sem_prob, rois, s, 0.25, sr)
             extra = []
             if self.cfg.coarse_at_every_stage:
                 extra.append(coarse_at[s])
             if self.cfg.rgb_at_every_stage:
-                extra.append(roi_crop(image, rois, s, 1.0))
+                extra.append(roi_crop(image, rois, s, 1.0, sr))
             x = stage(x, logits[-1].sigmoid(), sem_feat, sem_mask, extra)
             logits.append(self._logit(k + 1, x, coarse_at[sizes[k + 1]]))
         return logits

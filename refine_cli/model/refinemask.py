@@ -76,7 +76,7 @@ class RefineMask(nn.Module):
         for level, (feat, stride) in enumerate(zip(fpn, self.backbone.strides)):
             idx = torch.nonzero(levels == level).squeeze(1)
             if idx.numel():
-                out[idx] = roi_crop(feat, rois[idx], size, 1.0 / stride).to(out.dtype)
+                out[idx] = roi_crop(feat, rois[idx], size, 1.0 / stride, self.cfg.roi_sampling_ratio).to(out.dtype)
         return out
 
     def stage_logits(self, feats: ImageFeatures, rois: torch.Tensor, coarse: torch.Tensor) -> list[torch.Tensor]:
@@ -93,7 +93,7 @@ class RefineMask(nn.Module):
     @torch.no_grad()
     def refine(self, feats: ImageFeatures, rois: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         """Inference: final (N, 1, 112, 112) probabilities with BAR fusion on the band stages."""
-        logits = self.stage_logits(feats, rois, coarse)
+        logits = [logit.float() for logit in self.stage_logits(feats, rois, coarse)]  # fp32 under autocast too
         fused = logits[0].sigmoid()
         for k in range(1, len(logits)):
             prob = logits[k].sigmoid()

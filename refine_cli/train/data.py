@@ -32,10 +32,22 @@ class ImageEntry:
     complete: bool  # every object of the image is annotated
 
 
-def load_sets(roots: list[Path]) -> list[ImageEntry]:
-    """Read each COCO-format set (``instances.json`` or the only ``*.json`` beside ``images/``)."""
+def parse_set(spec: str) -> tuple[Path, int]:
+    """'DIR' or 'DIR*K' -> (DIR, K): K repeats of the set's images per epoch (oversampling)."""
+    root, star, times = spec.rpartition("*")
+    if star and times.isdigit() and int(times) >= 1:
+        return Path(root), int(times)
+    return Path(spec), 1
+
+
+def load_sets(specs: list[str | Path]) -> list[ImageEntry]:
+    """Read each COCO-format set (``instances.json`` or the only ``*.json`` beside ``images/``).
+
+    A spec ``DIR*K`` lists that set's images K times.
+    """
     entries = []
-    for root in roots:
+    for spec in specs:
+        root, times = parse_set(str(spec))
         ann_file = root / "instances.json"
         if not ann_file.exists():
             candidates = sorted(p for p in root.glob("*.json") if p.name != "provenance.json")
@@ -49,8 +61,8 @@ def load_sets(roots: list[Path]) -> list[ImageEntry]:
                 by_image.setdefault(a["image_id"], []).append(a)
         for im in data["images"]:
             if im["id"] in by_image:
-                entries.append(ImageEntry(root / "images" / im["file_name"], im["height"], im["width"],
-                                          by_image[im["id"]], bool(im.get("annotation_complete", True))))
+                entries += [ImageEntry(root / "images" / im["file_name"], im["height"], im["width"],
+                                       by_image[im["id"]], bool(im.get("annotation_complete", True)))] * times
     return entries
 
 
@@ -73,8 +85,11 @@ class RefineDataset(Dataset):
 
     def __init__(self, entries: list[ImageEntry], cfg: RefineMaskConfig, *, seed: int = 0,
                  max_instances: int = 12, copies: int = 3, min_area: float = 64.0, short_sides=(416, 544),
-                 mode_probs: dict[str, float] | None = None):
+                 mode_probs: dict[str, float] | None = None, realistic_noise=(0.1, 0.35)):
         self.entries, self.cfg, self.seed, self.copies = entries, cfg, seed, copies
+        # A range of noise around the evaluation's 0.25: the head sees a continuum from nearly
+        # clean to badly wrong masks and has to judge each from the image, not from the mode.
+        self.realistic_noise = realistic_noise
         self.max_instances, self.min_area, self.short_sides = max_instances, min_area, short_sides
         probs = mode_probs or DEFAULT_MODE_PROBS
         self.modes, self.probs = list(probs), np.array(list(probs.values())) / sum(probs.values())
@@ -104,7 +119,7 @@ class RefineDataset(Dataset):
             # Several simulations per instance: head supervision is cheap next to the image's backbone pass.
             for _ in range(self.copies):
                 mode = self.modes[rng.choice(len(self.modes), p=self.probs)]
-                c, box = simulate(masks[k], gt_box, mode, rng)
+                c, box = simulate(masks[k], gt_box, mode, rng, noise=rng.uniform(*self.realistic_noise))
                 gts.append(masks[k]), boxes.append(box), coarse.append(c)
         scale = rng.uniform(*self.short_sides) / min(h, w)
         scale = min(scale, cfg.max_size / max(h, w))

@@ -30,7 +30,7 @@ VAL_SEED = 1234
 
 @dataclass
 class TrainOptions:
-    data: list[Path]
+    data: list[str]  # set folders, each optionally DIR*K (see data.load_sets)
     val: Path | None
     out: Path
     config: RefineMaskConfig = field(default_factory=RefineMaskConfig)
@@ -42,11 +42,13 @@ class TrainOptions:
     max_steps: int | None = None  # stop early (smoke tests, time-boxed runs)
     val_every: int = 0  # steps between validations; 0 = once per epoch
     device: str = "cpu"
+    bf16: bool | None = None  # bfloat16 autocast for forward and loss; None = on CUDA only
     workers: int = 1
     seed: int = 0
     freeze_backbone: bool = True
     pretrained: bool = True
     resume: Path | None = None
+    init: Path | None = None  # start from this checkpoint's weights and config (fresh optimiser)
     max_instances: int = 12
     mode_probs: dict[str, float] | None = None  # simulation mix; None = data.DEFAULT_MODE_PROBS
 
@@ -69,7 +71,8 @@ def validate(model: RefineMask, gt: dict, coarse_sets: dict[str, list[dict]], im
         refine_predictions(preds, images_dir, refiner)
         res = evaluate(gt, [records, refined], names=["coarse", "refined"])
         out[mode] = {f["name"]: {"AP": f["segm"]["AP"], "BAP": f["boundary"]["AP"]} for f in res["files"]}
-    model.train()
+    # The refiner switched the model to eval mode and channels-last in place; training runs NCHW.
+    model.to(memory_format=torch.contiguous_format).train()
     return out
 
 
@@ -110,12 +113,15 @@ def train(opts: TrainOptions, progress=None, log=print) -> dict:
     ckpt = None
     if opts.resume:  # the checkpoint's own config wins over opts.config
         model, ckpt = load_checkpoint(opts.resume)
+    elif opts.init:
+        model, _ = load_checkpoint(opts.init)
     else:
         model = RefineMask(opts.config)
         if opts.pretrained:
             model.backbone.load_pretrained()
     cfg = model.cfg
     params = _set_trainable(model, opts.freeze_backbone)
+    bf16 = torch.device(opts.device).type == "cuda" if opts.bf16 is None else opts.bf16
     model.to(opts.device)
     dataset = RefineDataset(entries, cfg, seed=opts.seed, max_instances=opts.max_instances,
                             mode_probs=opts.mode_probs)
@@ -154,8 +160,9 @@ def train(opts: TrainOptions, progress=None, log=print) -> dict:
                 if step >= total:
                     break
                 batch = {k: v.to(opts.device) for k, v in batch.items()}
-                out = model(batch["images"], batch["rois"], batch["coarse"])
-                losses = refinemask_loss(cfg, out, batch["gt"], batch["sem_target"], batch["sem_weight"])
+                with torch.autocast(torch.device(opts.device).type, dtype=torch.bfloat16, enabled=bf16):
+                    out = model(batch["images"], batch["rois"], batch["coarse"])
+                    losses = refinemask_loss(cfg, out, batch["gt"], batch["sem_target"], batch["sem_weight"])
                 loss = sum(losses.values())
                 optim.zero_grad(set_to_none=True)
                 loss.backward()

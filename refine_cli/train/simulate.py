@@ -75,17 +75,17 @@ def polygon_mask(gt: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def simulate(gt: np.ndarray, gt_box: np.ndarray, mode: str, rng: np.random.Generator,
-             box_sigma: float = 0.03) -> tuple[np.ndarray | None, np.ndarray]:
+             box_sigma: float = 0.03, noise: float = 0.25) -> tuple[np.ndarray | None, np.ndarray]:
     """One coarse prediction for one GT instance.
 
     gt: (H, W) uint8 mask; gt_box: xywh. Returns (coarse (H, W) uint8 or None for ``box``,
-    detector box xywh jittered by ``box_sigma``).
+    detector box xywh jittered by ``box_sigma``). ``noise``: strength of ``realistic`` mode.
     """
     box = jitter_box(gt_box, rng, box_sigma)
     if mode == "resolution":
         return resolution_mask(gt, box, rng), box
     if mode == "realistic":
-        return realistic_mask(gt, box, rng), box
+        return realistic_mask(gt, box, rng, noise=noise), box
     if mode == "polygon":
         return polygon_mask(gt, rng), box
     if mode == "box":
