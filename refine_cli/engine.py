@@ -79,7 +79,7 @@ def _changed(coarse: np.ndarray | None, crop: np.ndarray, x0: int, y0: int) -> i
         return int(np.count_nonzero(crop))
     h, w = crop.shape
     window = coarse[y0:y0 + h, x0:x0 + w]
-    return int(np.count_nonzero(window != crop)) + np.count_nonzero(coarse) - np.count_nonzero(window)
+    return int(np.count_nonzero(window != crop) + np.count_nonzero(coarse) - np.count_nonzero(window))
 
 
 def refine_predictions(preds: Predictions, images_dir: Path, refiner: Refiner, *, score_thr: float = 0.0,

@@ -96,10 +96,12 @@ def test_train_init_starts_from_checkpoint_weights_with_fresh_schedule(tiny_set,
 
 
 def test_load_sets_repeats_a_set_given_as_dir_times_k(tiny_set):
+    from pathlib import Path
+
     from refine_cli.train.data import load_sets, parse_set
 
-    assert parse_set("a/b*3") == (tiny_set.__class__("a/b"), 3)
-    assert parse_set("odd*name") == (tiny_set.__class__("odd*name"), 1)
+    assert parse_set("a/b*3") == (Path("a/b"), 3)
+    assert parse_set("odd*name") == (Path("odd*name"), 1)
     once, thrice = load_sets([tiny_set]), load_sets([f"{tiny_set}*3"])
     assert len(thrice) == 3 * len(once) and [e.path for e in thrice[::3]] == [e.path for e in once]
 

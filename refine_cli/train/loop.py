@@ -121,7 +121,8 @@ def train(opts: TrainOptions, progress=None, log=print) -> dict:
             model.backbone.load_pretrained()
     cfg = model.cfg
     params = _set_trainable(model, opts.freeze_backbone)
-    bf16 = torch.device(opts.device).type == "cuda" if opts.bf16 is None else opts.bf16
+    device_type = torch.device(opts.device).type
+    bf16 = device_type == "cuda" if opts.bf16 is None else opts.bf16
     model.to(opts.device)
     dataset = RefineDataset(entries, cfg, seed=opts.seed, max_instances=opts.max_instances,
                             mode_probs=opts.mode_probs)
@@ -160,7 +161,7 @@ def train(opts: TrainOptions, progress=None, log=print) -> dict:
                 if step >= total:
                     break
                 batch = {k: v.to(opts.device) for k, v in batch.items()}
-                with torch.autocast(torch.device(opts.device).type, dtype=torch.bfloat16, enabled=bf16):
+                with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
                     out = model(batch["images"], batch["rois"], batch["coarse"])
                     losses = refinemask_loss(cfg, out, batch["gt"], batch["sem_target"], batch["sem_weight"])
                 loss = sum(losses.values())
