@@ -153,7 +153,7 @@ def train(data, val, out, epochs, max_steps, batch_size, lr, val_every, device, 
     opts = TrainOptions(data=data.split(","), val=val, out=out, config=cfg, epochs=epochs,
                         batch_size=batch_size, lr=lr, max_steps=max_steps, val_every=val_every,
                         device=_device(device), workers=workers, seed=seed, resume=resume, init=init,
-                        bf16=None if precision == "auto" else precision == "bf16",
+                        precision=precision,
                         pretrained=not no_pretrained, mode_probs=mode_probs)
     with progress_bar() as bar:
         task = bar.add_task("training", total=None, rate="")

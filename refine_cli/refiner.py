@@ -44,22 +44,30 @@ def coarse_inputs(boxes_xywh: np.ndarray, coarse: Sequence[np.ndarray | None], b
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """Whether ``precision`` means bfloat16 autocast on ``device``.
+
+    "auto" is bf16 on CUDA and fp32 on CPU, where bf16 is slower without AMX units.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
 class Refiner:
     """Runs a :class:`RefineMask` over images: backbone once per image, RoIs in chunks.
 
-    ``precision``: "bf16" runs convolutions under bfloat16 autocast (the stage logits are
-    fused in fp32); "auto" is bf16 on CUDA and fp32 on CPU, where bf16 is slower without AMX units.
+    ``precision`` (see :func:`uses_bf16`): under bf16 the convolutions run in bfloat16
+    autocast and the stage logits are fused in fp32.
     """
 
     def __init__(self, model: RefineMask, device: torch.device | str = "cpu", batch_size: int = 64,
                  precision: str = "auto"):
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        self.model = model.eval().to(device)
         self.device = torch.device(device)
+        self.bf16 = uses_bf16(precision, self.device)  # checks precision before the model is touched
+        self.model = model.eval().to(device)
         self.batch_size = batch_size
         self.cfg = model.cfg
-        self.bf16 = precision == "bf16" or (precision == "auto" and self.device.type == "cuda")
         # NHWC is the layout oneDNN (CPU) and cuDNN convolutions run fastest in: on the bench's
         # 2-core CPU it cut backbone and head time by about a third.
         self.model = self.model.to(memory_format=torch.channels_last)

@@ -20,7 +20,7 @@ from ..evaluate import evaluate
 from ..model.checkpoint import load_checkpoint, save_checkpoint
 from ..model.config import RefineMaskConfig
 from ..model.refinemask import RefineMask, refinemask_loss
-from ..refiner import Refiner
+from ..refiner import Refiner, uses_bf16
 from .data import RefineDataset, collate, load_sets
 from .simulate import simulate_dataset
 
@@ -42,7 +42,7 @@ class TrainOptions:
     max_steps: int | None = None  # stop early (smoke tests, time-boxed runs)
     val_every: int = 0  # steps between validations; 0 = once per epoch
     device: str = "cpu"
-    bf16: bool | None = None  # bfloat16 autocast for forward and loss; None = on CUDA only
+    precision: str = "auto"  # bfloat16 autocast for forward and loss, as refiner.uses_bf16 reads it
     workers: int = 1
     seed: int = 0
     freeze_backbone: bool = True
@@ -122,7 +122,7 @@ def train(opts: TrainOptions, progress=None, log=print) -> dict:
     cfg = model.cfg
     params = _set_trainable(model, opts.freeze_backbone)
     device_type = torch.device(opts.device).type
-    bf16 = device_type == "cuda" if opts.bf16 is None else opts.bf16
+    bf16 = uses_bf16(opts.precision, torch.device(device_type))
     model.to(opts.device)
     dataset = RefineDataset(entries, cfg, seed=opts.seed, max_instances=opts.max_instances,
                             mode_probs=opts.mode_probs)
