@@ -30,6 +30,7 @@ import pycocotools.mask as mask_utils
 import torch
 from rich.console import Console
 from rich.table import Table
+from torch.utils.flop_counter import FlopCounterMode
 
 from refine_cli.boxes import crop_masks, expand_boxes, paste_mask_in_box, xywh_to_xyxy
 from refine_cli.coco_io import (
@@ -189,8 +190,9 @@ def e2e_pass(case: Case, refiner: Refiner, out: Path) -> tuple[float, int, list[
 @torch.inference_mode()
 def instrumented_pass(case: Case, refiner: Refiner, out: Path) -> tuple[Counter, list[dict]]:
     """`run` stage by stage: the functions engine._refine_one_image and Refiner.refine_image call, in
-    their order, each stage timed. Assumes every record has a box and a non-empty mask (true of both
-    data sets), so the engine's skip rules and box-only grids are left out. -> (seconds per stage, records)."""
+    their order, each stage timed. Assumes every record has a box and a mask (true of both data sets), so
+    of the engine's skip rules only "empty coarse mask" (4 records of the example) is mirrored.
+    -> (seconds per stage, records)."""
     t, device, model, cfg = Counter(), refiner.device, refiner.model, refiner.cfg
     with timed(t, "json I/O", device):
         preds = read_predictions(case.predictions)
@@ -201,6 +203,10 @@ def instrumented_pass(case: Case, refiner: Refiner, out: Path) -> tuple[Counter,
         h, w = image.shape[:2]
         with timed(t, "masks in", device):
             coarse = [decode_mask(preds.records[i], h, w, where="", contiguous=False) for i in indices]
+            kept = [(i, m) for i, m in zip(indices, coarse) if m.any()]  # the engine skips empty masks
+            indices, coarse = [i for i, _ in kept], [m for _, m in kept]
+            if not kept:
+                continue
             boxes = xywh_to_xyxy(torch.tensor([preds.records[i]["bbox"] for i in indices], dtype=torch.float32))
             frames = expand_boxes(boxes, cfg.box_expand)
             grids = crop_masks(coarse, frames, cfg.stage_sizes[-1])
@@ -249,6 +255,43 @@ def warm_up(case: Case, refiner: Refiner) -> None:
     refiner.refine_image(image, boxes, [decode_mask(preds.records[i], h, w, where="") for i in indices])
 
 
+@dataclass
+class Cost:
+    """Model FLOPs of one case: what the compute alone sets as the floor of e2e / backbone."""
+
+    case: Case
+    extract_gflop: float  # backbone + FPN + semantic branch, mean per image
+    head_gflop: float  # RefineMask.refine per RoI
+    per_image: float  # instances per image
+
+    @property
+    def floor(self) -> float:
+        """e2e / backbone if the head ran at the backbone's FLOP/s and everything else were free."""
+        return 1.0 + self.per_image * self.head_gflop / self.extract_gflop
+
+
+@torch.inference_mode()
+def model_cost(case: Case, model: RefineMask, n_images: int = 8) -> Cost:
+    """FLOPs counted by torch's FlopCounterMode on the case's first ``n_images`` input sizes."""
+    cfg = model.cfg
+    preds = read_predictions(case.predictions)
+    groups = group_by_image(preds.records)
+    extract = []
+    for image_id in list(groups)[:n_images]:
+        h, w = load_image(find_image(image_id, case.images, preds.images)).shape[:2]
+        x = to_input(np.zeros((h, w, 3), np.uint8), input_scale(h, w, cfg.short_side, cfg.max_size),
+                     cfg.size_divisibility)
+        with FlopCounterMode(display=False) as counter:
+            feats = model.extract(x)
+        extract.append(counter.get_total_flops() / 1e9)
+    n = 8  # the head's FLOPs do not depend on the box; count a batch and divide
+    rois = torch.tensor([[0.0, 16.0, 16.0, 112.0, 112.0]]).repeat(n, 1)
+    with FlopCounterMode(display=False) as counter:
+        model.refine(feats, rois, torch.rand(n, 1, cfg.stage_sizes[-1], cfg.stage_sizes[-1]))
+    return Cost(case, statistics.mean(extract), counter.get_total_flops() / 1e9 / n,
+                len(preds.records) / len(groups))
+
+
 def run_config(cases: list[Case], refiner: Refiner, config: str, repeats: int, tmp: Path) -> list[Result]:
     """Every case on one device/thread setting: warm-up, ``repeats`` end-to-end passes, one instrumented pass."""
     results = []
@@ -265,24 +308,47 @@ def run_config(cases: list[Case], refiner: Refiner, config: str, repeats: int, t
     return results
 
 
-def peak_rss_mib(case: Case, n_images: int, weights: Path, device_args: list[str], tmp: Path) -> float:
-    """Peak RSS of `refine-masks run` in a subprocess on the case's first ``n_images`` images.
+# The child reports its own peak: ru_maxrss of a spawned child is not its own, since Linux carries the
+# parent's high-water RSS across fork/vfork + exec (a `python -c pass` spawned by an 800 MiB parent
+# reports 827 MiB). VmHWM in /proc/self/status belongs to the exec'd image alone.
+_RUN_WITH_PEAK = """
+import atexit, os
+def _write_peak():
+    with open("/proc/self/status") as status, open(os.environ["RSS_OUT"], "w") as out:
+        out.write(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
+if os.path.exists("/proc/self/status"):
+    atexit.register(_write_peak)
+from refine_cli.cli import main
+main()
+"""
 
-    os.wait4 gives the rusage of that one child (getrusage(RUSAGE_CHILDREN) would be the max over all
-    children so far). ru_maxrss is KiB on Linux.
+
+def cli_peak_rss_mib(args: list[str], tmp: Path) -> tuple[float, str]:
+    """Run `refine-masks ARGS` in a subprocess; -> (its peak RSS in MiB, how it was measured).
+
+    The child's VmHWM where /proc exists (Linux); else its ru_maxrss from os.wait4, which also
+    counts this process's own peak (see ``_RUN_WITH_PEAK``). Exits with the child's output if it fails.
     """
+    cmd = [sys.executable, "-c", _RUN_WITH_PEAK, *args]
+    peak_file = tmp / "rss_peak.txt"
+    peak_file.unlink(missing_ok=True)
+    with open(tmp / "rss.log", "w+b") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log, env={**os.environ, "RSS_OUT": str(peak_file)})
+        _, status, usage = os.wait4(proc.pid, 0)
+        if os.waitstatus_to_exitcode(status):
+            log.seek(0)
+            sys.exit(f"`refine-masks {shlex.join(args)}` failed:\n{log.read().decode(errors='replace')}")
+    if peak_file.exists():
+        return int(peak_file.read_text()) / 1024, "VmHWM"  # both KiB on Linux
+    return usage.ru_maxrss / 1024, "ru_maxrss (includes the bench's own peak)"
+
+
+def peak_rss_mib(case: Case, n_images: int, weights: Path, device_args: list[str], tmp: Path) -> tuple[float, str]:
+    """Peak RSS of `refine-masks run` on the case's first ``n_images`` images (see cli_peak_rss_mib)."""
     predictions = write_records(tmp / f"rss_{n_images}.json",
                                 first_images(json.loads(case.predictions.read_text()), n_images))
-    cmd = [sys.executable, "-c", "from refine_cli.cli import main; main()", "run", str(predictions),
-           str(case.images), "-o", str(tmp / "rss_out.json"), "--weights", str(weights), *device_args]
-    with open(tmp / "rss.log", "w+b") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=log)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode:
-            log.seek(0)
-            sys.exit(f"`{shlex.join(cmd)}` failed:\n{log.read().decode(errors='replace')}")
-    return usage.ru_maxrss / 1024
+    return cli_peak_rss_mib(["run", str(predictions), str(case.images), "-o", str(tmp / "rss_out.json"),
+                             "--weights", str(weights), *device_args], tmp)
 
 
 # ---------------------------------------------------------------- report
@@ -299,8 +365,8 @@ def machine() -> str:
             f"Python {platform.python_version()}, torch {torch.__version__}")
 
 
-def tables(results: list[Result], baselines: dict[str, float], rss: list[tuple[int, float]],
-           densities: list[int]) -> list[tuple[str, list[str], list[list[str]]]]:
+def tables(results: list[Result], baselines: dict[str, float], rss: list[tuple[int, float, str]],
+           densities: list[int], costs: list[Cost]) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) of every table of the report."""
     through = [[r.case.name, r.config, str(r.images), str(r.instances), f"{r.e2e:.2f}", f"{r.images / r.e2e:.2f}",
                 f"{r.instances / r.e2e:.1f}", f"{baselines[r.case.name]:.2f}", f"{r.e2e / baselines[r.case.name]:.1f}"]
@@ -326,8 +392,13 @@ def tables(results: list[Result], baselines: dict[str, float], rss: list[tuple[i
         ("Per-instance time, ms, synthetic cases (goal: per-instance part flat)",
          ["device"] + [f"e2e x{d}" for d in densities] + [f"per-instance part x{d}" for d in densities]
          + [f"part x{densities[-1]} / x{densities[0]}"], scaling),
+        ("Model FLOPs (torch FlopCounterMode): the floor compute alone puts under e2e / backbone",
+         ["case", "instances/image", "backbone GFLOP/image", "head GFLOP/instance", "FLOP floor of e2e / backbone"],
+         [[c.case.name, f"{c.per_image:.1f}", f"{c.extract_gflop:.2f}", f"{c.head_gflop:.3f}", f"{c.floor:.2f}"]
+          for c in costs]),
         ("Peak RSS of `refine-masks run` (subprocess), synthetic x10 (goal: flat)",
-         ["images", "peak RSS MiB", "ratio to first"], [[str(n), f"{m:.0f}", f"{m / rss[0][1]:.2f}"] for n, m in rss]),
+         ["images", "peak RSS MiB", "ratio to first", "measured as"],
+         [[str(n), f"{m:.0f}", f"{m / rss[0][1]:.2f}", how] for n, m, how in rss]),
     ]
 
 
@@ -409,6 +480,7 @@ def main() -> None:
         model, weights, model_text = load_model(args, tmp)
         console.print(f"model: {model_text}")
         cases = make_cases(tmp, args.quick)
+        costs = [model_cost(c, model) for c in cases]  # before a Refiner moves the model to its device
         baselines = {c.name: statistics.median(baseline_pass(c, tmp / "base.json") for _ in range(3)) for c in cases}
         results = []
         for device, threads, config in configs:
@@ -418,9 +490,9 @@ def main() -> None:
         rss_case = next(c for c in cases if c.density == 10)
         n_images = len(group_by_image(json.loads(rss_case.predictions.read_text())))
         device_args = ["--device", device] + (["--threads", str(threads)] if device == "cpu" else [])
-        rss = [(n, peak_rss_mib(rss_case, n, weights, device_args, tmp)) for n in (n_images // 4, n_images)]
+        rss = [(n, *peak_rss_mib(rss_case, n, weights, device_args, tmp)) for n in (n_images // 4, n_images)]
     densities = [c.density for c in cases if c.density]
-    report = tables(results, baselines, rss, densities)
+    report = tables(results, baselines, rss, densities, costs)
     gpu = f"; GPU: {torch.cuda.get_device_name()}" if args.device == "cuda" else ""
     facts = [f"machine: {machine()}{gpu}", f"model: {model_text}", f"command: `{command}`",
              f"peak-RSS runs used `{' '.join(device_args)}`"]

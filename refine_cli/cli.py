@@ -131,10 +131,13 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
 @click.option("--modes", default=None,
               help="Coarse-mask simulation mix, e.g. 'resolution=0.6,realistic=0.4' [default: "
                    "resolution 0.4, realistic 0.35, polygon 0.1, box 0.15].")
+@click.option("--train-backbone-from", type=click.Choice(["2", "4", "8", "16", "32"]), default=None,
+              help="Also train the backbone's layers at this output stride and coarser (2 = all of it); "
+                   "frozen by default. Its BatchNorm statistics stay fixed.")
 @click.option("--no-pretrained", is_flag=True, help="Random backbone init (tests).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def train(data, val, out, epochs, max_steps, batch_size, lr, val_every, device, workers, precision, threads, seed,
-          resume, init, config_json, modes, no_pretrained, debug):
+          resume, init, config_json, modes, train_backbone_from, no_pretrained, debug):
     """Train the refiner on simulated coarse masks and keep the best checkpoint by validation."""
     from .model.config import RefineMaskConfig
     from .train.loop import TrainOptions
@@ -153,8 +156,8 @@ def train(data, val, out, epochs, max_steps, batch_size, lr, val_every, device, 
     opts = TrainOptions(data=data.split(","), val=val, out=out, config=cfg, epochs=epochs,
                         batch_size=batch_size, lr=lr, max_steps=max_steps, val_every=val_every,
                         device=_device(device), workers=workers, seed=seed, resume=resume, init=init,
-                        precision=precision,
-                        pretrained=not no_pretrained, mode_probs=mode_probs)
+                        precision=precision, pretrained=not no_pretrained, mode_probs=mode_probs,
+                        train_backbone_from=int(train_backbone_from) if train_backbone_from else None)
     with progress_bar() as bar:
         task = bar.add_task("training", total=None, rate="")
 

@@ -6,6 +6,7 @@ import csv
 import json
 
 import cv2
+import torch
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -111,3 +112,36 @@ def test_train_bf16_autocast_runs_on_cpu(tiny_set, tmp_path):
     res = _train(tiny_set, out, "--max-steps", "3", "--precision", "bf16")
     assert res.exit_code == 0, res.output
     assert all(np.isfinite(_losses(out.with_suffix(".csv"))))
+
+
+def _body_params(model):
+    return {k: v.clone() for k, v in model.backbone.body.state_dict().items() if v.is_floating_point()}
+
+
+def test_train_backbone_from_trains_only_the_coarse_layers_and_resume_keeps_them(tiny_set, tmp_path):
+    out = tmp_path / "m.pt"
+    res = _train(tiny_set, out, "--max-steps", "3", "--val-every", "100", "--train-backbone-from", "16")
+    assert res.exit_code == 0, res.output
+    init = _body_params(load_checkpoint(out.with_suffix(".last.pt"))[0])
+    res = _train(tiny_set, out, "--max-steps", "6", "--val-every", "100", "--resume", str(out.with_suffix(".last.pt")))
+    assert res.exit_code == 0, res.output  # the optimiser state fits: the same parameters train
+    after = _body_params(load_checkpoint(out.with_suffix(".last.pt"))[0])
+    changed = {k for k in init if not torch.equal(init[k], after[k])}
+    # Lite0's blocks 5-10 run at stride 16 and 11-15 at 32; the stem and blocks 0-4 at 2 to 8.
+    trained = {f"_blocks.{i}." for i in range(5, 16)}
+    assert changed and all(any(k.startswith(p) for p in trained) for k in changed)
+    assert not any("running" in k for k in changed)  # BatchNorm statistics stay fixed
+    frozen = [k for k in init if k.startswith(("_conv_stem", "_blocks.0.", "_blocks.4."))]
+    assert frozen and not changed & set(frozen)
+
+
+def test_backbone_modules_from_stride():
+    from refine_cli.model.backbone import EfficientNetLite0, ResNetTaps
+
+    lite = EfficientNetLite0()
+    blocks = list(lite._blocks)
+    assert [blocks.index(m) for m in lite.modules_from(32)] == [11, 12, 13, 14, 15]
+    assert [blocks.index(m) for m in lite.modules_from(4)] == list(range(1, 16))
+    assert len(lite.modules_from(2)) == 2 + 16  # stem conv + BN, every block
+    resnet = ResNetTaps("resnet18")
+    assert resnet.modules_from(16) == [resnet.body.layer3, resnet.body.layer4]

@@ -97,6 +97,15 @@ class EfficientNetLite0(nn.Module):
                 taps.append(x)
         return taps
 
+    def modules_from(self, stride: int) -> list[nn.Module]:
+        """The layers whose output stride is >= ``stride`` (2: the whole network)."""
+        out, s = ([self._conv_stem, self._bn0] if stride <= 2 else []), 2
+        for block in self._blocks:
+            s *= block._depthwise_conv.stride[0]
+            if s >= stride:
+                out.append(block)
+        return out
+
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, 1000) ImageNet logits (needs ``with_head=True``)."""
         x = self.forward(x)[-1]
@@ -129,6 +138,12 @@ class ResNetTaps(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return list(self.body(x).values())
+
+    def modules_from(self, stride: int) -> list[nn.Module]:
+        """The layers whose output stride is >= ``stride`` (2: the whole network)."""
+        layers = [getattr(self.body, f"layer{i}") for i in range(1, 5)]
+        stem = [self.body.conv1, self.body.bn1] if stride <= 2 else []
+        return stem + [layer for layer, s in zip(layers, (4, 8, 16, 32)) if s >= stride]
 
 
 def build_backbone(name: str) -> nn.Module:

@@ -45,7 +45,7 @@ class TrainOptions:
     precision: str = "auto"  # bfloat16 autocast for forward and loss, as refiner.uses_bf16 reads it
     workers: int = 1
     seed: int = 0
-    freeze_backbone: bool = True
+    train_backbone_from: int | None = None  # output stride from which backbone layers train; None: frozen
     pretrained: bool = True
     resume: Path | None = None
     init: Path | None = None  # start from this checkpoint's weights and config (fresh optimiser)
@@ -81,15 +81,20 @@ def val_score(metrics: dict[str, dict]) -> float:
     return float(np.mean([m["refined"]["AP"] + m["refined"]["BAP"] for m in metrics.values()]))
 
 
-def _set_trainable(model: RefineMask, freeze_backbone: bool) -> list[torch.nn.Parameter]:
-    for p in model.backbone.body.parameters():
-        p.requires_grad_(not freeze_backbone)
+def _set_trainable(model: RefineMask, train_backbone_from: int | None) -> list[torch.nn.Parameter]:
+    """Freeze the backbone except its layers at output stride >= ``train_backbone_from``."""
+    body = model.backbone.body
+    body.requires_grad_(False)
+    if train_backbone_from is not None:
+        for module in body.modules_from(train_backbone_from):
+            module.requires_grad_(True)
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def _train_mode(model: RefineMask, freeze_backbone: bool) -> None:
+def _train_mode(model: RefineMask) -> None:
     model.train()
-    # Batch statistics of 2-image batches are noise: the backbone's BN stays at its ImageNet values.
+    # Batch statistics of 2-image batches are noise: the backbone's BN stays at its ImageNet
+    # values, also in the layers that train.
     for m in model.backbone.body.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.eval()
@@ -120,7 +125,9 @@ def train(opts: TrainOptions, progress=None, log=print) -> dict:
         if opts.pretrained:
             model.backbone.load_pretrained()
     cfg = model.cfg
-    params = _set_trainable(model, opts.freeze_backbone)
+    # A resumed run trains the parameters its optimiser state was saved for.
+    train_backbone_from = ckpt.get("train_backbone_from") if ckpt else opts.train_backbone_from
+    params = _set_trainable(model, train_backbone_from)
     device_type = torch.device(opts.device).type
     bf16 = uses_bf16(opts.precision, torch.device(device_type))
     model.to(opts.device)
@@ -156,7 +163,7 @@ def train(opts: TrainOptions, progress=None, log=print) -> dict:
             gen = torch.Generator().manual_seed(opts.seed * 1000 + epoch)
             loader = DataLoader(dataset, opts.batch_size, shuffle=True, generator=gen, collate_fn=collate,
                                 num_workers=opts.workers, persistent_workers=False)
-            _train_mode(model, opts.freeze_backbone)
+            _train_mode(model)
             for batch in loader:
                 if step >= total:
                     break
@@ -178,21 +185,22 @@ def train(opts: TrainOptions, progress=None, log=print) -> dict:
                 every = opts.val_every or steps_per_epoch
                 if gt is not None and (step % every == 0 or step >= total):
                     metrics = validate(model, gt, coarse_sets, opts.val / "images", opts.device)
-                    _train_mode(model, opts.freeze_backbone)
+                    _train_mode(model)
                     val = json.dumps(metrics)
                     log(f"step {step}: " + "; ".join(
                         f"{m}: AP {v['coarse']['AP']:.1f}->{v['refined']['AP']:.1f}, "
                         f"BAP {v['coarse']['BAP']:.1f}->{v['refined']['BAP']:.1f}" for m, v in metrics.items()))
                     if val_score(metrics) > best["score"]:
                         best = {"score": val_score(metrics), "step": step, "epoch": epoch, "metrics": metrics}
-                        save_checkpoint(opts.out, model, meta={"best": best, "data": [str(d) for d in opts.data]})
+                        save_checkpoint(opts.out, model, meta={"best": best, "data": [str(d) for d in opts.data],
+                                                              "train_backbone_from": train_backbone_from})
                 writer.writerow([epoch, step, f"{sched.get_last_lr()[0]:.2e}", f"{loss.item():.4f}",
                                  *(f"{vals[k]:.4f}" for k in ("stage0", "stage1", "stage2", "stage3", "semantic")),
                                  f"{time.perf_counter() - t0:.1f}", val])
                 f.flush()
             save_checkpoint(last_path, model, meta={"best": best}, extra={
                 "optimizer": optim.state_dict(), "scheduler": sched.state_dict(), "step": step,
-                "epoch": epoch, "best": best})
+                "epoch": epoch, "best": best, "train_backbone_from": train_backbone_from})
     if gt is None:  # no validation: the last weights are the result
         save_checkpoint(opts.out, model, meta={"data": [str(d) for d in opts.data]})
     return best
