@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,17 +29,17 @@ def test_model_cost_counts_backbone_and_head(bench, tiny_model, tmp_path):
     case = bench.Case("example", bench.write_records(tmp_path / "p.json", bench.first_images(records, 2)),
                       REPO / "examples" / "coco_val" / "images")
     cost = bench.model_cost(case, tiny_model)
-    n_images = len({r["image_id"] for r in json.loads(case.predictions.read_text())})
-    assert cost.per_image == pytest.approx(len(json.loads(case.predictions.read_text())) / n_images)
+    written = json.loads(case.predictions.read_text())
+    assert cost.per_image == pytest.approx(len(written) / len({r["image_id"] for r in written}))
     assert cost.extract_gflop > 0 and cost.head_gflop > 0
     assert cost.floor == pytest.approx(1 + cost.per_image * cost.head_gflop / cost.extract_gflop)
-
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="VmHWM needs Linux /proc")
 def test_peak_rss_is_the_childs_own_not_the_bench_process(bench, tmp_path):
     ballast = np.ones(2**26)  # 512 MiB held by this process while the child runs
-    own = int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmRSS:"))) / 1024
+    status = Path("/proc/self/status").read_text().splitlines()
+    own = int(next(line.split()[1] for line in status if line.startswith("VmRSS:"))) / 1024
     peak, how = bench.cli_peak_rss_mib(["--help"], tmp_path)
     assert how == "VmHWM" and 0 < peak < own - 256, (peak, own)
     # os.wait4's ru_maxrss of the same kind of child reports at least this process's RSS: why VmHWM is used
