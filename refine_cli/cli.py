@@ -14,6 +14,7 @@ from .coco_io import InputError, read_predictions, write_json_atomic
 from .console import err_console, fail, progress_bar
 from .evaluate.command import eval_command
 from .model.checkpoint import CheckpointError, load_checkpoint
+from .refiner import PRECISIONS, Refiner
 from .visualize import visualize_command
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "refinemask_effl0.pt"
@@ -49,7 +50,7 @@ def main() -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="RoIs per forward.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
               help="bf16 autocast for the network; auto = bf16 on CUDA, fp32 on CPU.")
 @click.option("--update-bbox", is_flag=True, help="Also replace 'bbox' by the refined mask's tight box.")
 @click.option("--skip-missing", is_flag=True, help="Keep records of missing/unreadable images unchanged.")
@@ -59,7 +60,6 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
         precision, update_bbox, skip_missing, overwrite, debug):
     """Refine every mask of PREDICTIONS (COCO results JSON) using the images in IMAGES."""
     from .engine import refine_predictions
-    from .refiner import Refiner
 
     output = output or predictions.with_name(predictions.stem + ".refined.json")
     if output.resolve() == predictions.resolve() and not overwrite:
@@ -118,7 +118,7 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
 @click.option("--val-every", type=click.IntRange(min=0), default=0, help="Validate every N steps [default: per epoch].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=1, show_default=True, help="Data-loading processes.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
               help="bf16 autocast for forward and loss; auto = bf16 on CUDA, fp32 on CPU.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
 @click.option("--seed", type=int, default=0, show_default=True)

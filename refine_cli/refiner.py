@@ -65,12 +65,11 @@ class Refiner:
                  precision: str = "auto"):
         self.device = torch.device(device)
         self.bf16 = uses_bf16(precision, self.device)  # checks precision before the model is touched
-        self.model = model.eval().to(device)
-        self.batch_size = batch_size
-        self.cfg = model.cfg
         # NHWC is the layout oneDNN (CPU) and cuDNN convolutions run fastest in: on the bench's
         # 2-core CPU it cut backbone and head time by about a third.
-        self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = model.eval().to(device, memory_format=torch.channels_last)
+        self.batch_size = batch_size
+        self.cfg = model.cfg
 
     def autocast(self):
         """Context for every model call: bf16 autocast when enabled, else a no-op."""

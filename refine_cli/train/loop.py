@@ -128,8 +128,8 @@ def train(opts: TrainOptions, progress=None, log=print) -> dict:
     # A resumed run trains the parameters its optimiser state was saved for.
     train_backbone_from = ckpt.get("train_backbone_from") if ckpt else opts.train_backbone_from
     params = _set_trainable(model, train_backbone_from)
-    device_type = torch.device(opts.device).type
-    bf16 = uses_bf16(opts.precision, torch.device(device_type))
+    device = torch.device(opts.device)
+    bf16 = uses_bf16(opts.precision, device)
     model.to(opts.device)
     dataset = RefineDataset(entries, cfg, seed=opts.seed, max_instances=opts.max_instances,
                             mode_probs=opts.mode_probs)
@@ -168,7 +168,7 @@ def train(opts: TrainOptions, progress=None, log=print) -> dict:
                 if step >= total:
                     break
                 batch = {k: v.to(opts.device) for k, v in batch.items()}
-                with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     out = model(batch["images"], batch["rois"], batch["coarse"])
                     losses = refinemask_loss(cfg, out, batch["gt"], batch["sem_target"], batch["sem_weight"])
                 loss = sum(losses.values())
