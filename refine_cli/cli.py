@@ -127,17 +127,21 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
 @click.option("--init", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Start from this checkpoint's weights and config, with a fresh optimiser and schedule.")
 @click.option("--config", "config_json", default=None,
-              help="JSON object of RefineMaskConfig overrides, e.g. '{\"box_expand\": 1.1}'.")
+              help="JSON object of RefineMaskConfig overrides, e.g. '{\"box_expand\": 1.1}'; with --init, "
+                   "of the checkpoint's config.")
 @click.option("--modes", default=None,
               help="Coarse-mask simulation mix, e.g. 'resolution=0.6,realistic=0.4' [default: "
                    "resolution 0.4, realistic 0.35, polygon 0.1, box 0.15].")
 @click.option("--train-backbone-from", type=click.Choice(["2", "4", "8", "16", "32"]), default=None,
               help="Also train the backbone's layers at this output stride and coarser (2 = all of it); "
                    "frozen by default. Its BatchNorm statistics stay fixed.")
+@click.option("--ema", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=None,
+              help="Validate and save an exponential moving average of the weights with this decay "
+                   "(e.g. 0.999); off by default.")
 @click.option("--no-pretrained", is_flag=True, help="Random backbone init (tests).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def train(data, val, out, epochs, max_steps, batch_size, lr, val_every, device, workers, precision, threads, seed,
-          resume, init, config_json, modes, train_backbone_from, no_pretrained, debug):
+          resume, init, config_json, modes, train_backbone_from, ema, no_pretrained, debug):
     """Train the refiner on simulated coarse masks and keep the best checkpoint by validation."""
     from .model.config import RefineMaskConfig
     from .train.loop import TrainOptions
@@ -147,16 +151,16 @@ def train(data, val, out, epochs, max_steps, batch_size, lr, val_every, device, 
         torch.set_num_threads(threads)
     try:
         overrides = json.loads(config_json) if config_json else {}
-        cfg = RefineMaskConfig.from_dict({**RefineMaskConfig().to_dict(), **overrides})
+        RefineMaskConfig.from_dict({**RefineMaskConfig().to_dict(), **overrides})  # checks names and values
     except (ValueError, TypeError) as e:
         raise click.BadParameter(str(e), param_hint="--config")
     if resume and init:
         raise click.BadParameter("give --resume or --init, not both", param_hint="--init")
     mode_probs = _parse_modes(modes) if modes else None
-    opts = TrainOptions(data=data.split(","), val=val, out=out, config=cfg, epochs=epochs,
+    opts = TrainOptions(data=data.split(","), val=val, out=out, config=overrides, epochs=epochs,
                         batch_size=batch_size, lr=lr, max_steps=max_steps, val_every=val_every,
                         device=_device(device), workers=workers, seed=seed, resume=resume, init=init,
-                        precision=precision, pretrained=not no_pretrained, mode_probs=mode_probs,
+                        precision=precision, pretrained=not no_pretrained, mode_probs=mode_probs, ema=ema,
                         train_backbone_from=int(train_backbone_from) if train_backbone_from else None)
     with progress_bar() as bar:
         task = bar.add_task("training", total=None, rate="")

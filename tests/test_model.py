@@ -151,6 +151,16 @@ def test_checkpoint_rejects_mismatch(tmp_path, tiny_model):
         load_checkpoint(tmp_path / "missing.pt")
 
 
+def test_checkpoint_overrides_change_the_config_and_weights_must_still_fit(tmp_path, tiny_model):
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, tiny_model)
+    changed, _ = load_checkpoint(path, overrides={"bar_train_width": 3, "box_expand": 1.1})
+    assert (changed.cfg.bar_train_width, changed.cfg.box_expand) == (3, 1.1)
+    assert all(torch.equal(a, b) for a, b in zip(changed.state_dict().values(), tiny_model.state_dict().values()))
+    with pytest.raises(CheckpointError, match="do not match"):
+        load_checkpoint(path, overrides={"fpn_channels": 32})
+
+
 def test_config_round_trip_and_validation():
     cfg = RefineMaskConfig(box_expand=1.3)
     assert RefineMaskConfig.from_dict(cfg.to_dict()) == cfg

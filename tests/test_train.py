@@ -92,6 +92,10 @@ def test_train_init_starts_from_checkpoint_weights_with_fresh_schedule(tiny_set,
     assert res.exit_code == 0, res.output
     with open(second.with_suffix(".csv")) as f:
         assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2]  # a new run, not a resumed one
+    changed = tmp_path / "c.pt"
+    res = _train(tiny_set, changed, "--max-steps", "2", "--init", str(first), "--config", '{"bar_train_width": 3}')
+    assert res.exit_code == 0, res.output
+    assert load_checkpoint(changed)[0].cfg.bar_train_width == 3  # --config changes the init checkpoint's config
     both = _train(tiny_set, second, "--init", str(first), "--resume", str(first))
     assert both.exit_code == 2 and "not both" in both.output
 
@@ -145,3 +149,36 @@ def test_backbone_modules_from_stride():
     assert len(lite.modules_from(2)) == 2 + 16  # stem conv + BN, every block
     resnet = ResNetTaps("resnet18")
     assert resnet.modules_from(16) == [resnet.body.layer3, resnet.body.layer4]
+
+
+def test_train_ema_validates_and_saves_the_average_and_resume_keeps_it(tiny_set, tmp_path):
+    out = tmp_path / "m.pt"
+    res = _train(tiny_set, out, "--max-steps", "4", "--val-every", "4", "--ema", "0.5")
+    assert res.exit_code == 0, res.output
+    best, ckpt = load_checkpoint(out)
+    assert ckpt["meta"]["best"]["step"] == 4
+    last = torch.load(out.with_suffix(".last.pt"), weights_only=True)
+    raw, ema = last["state_dict"], last["ema"]
+    assert int(ema["n_averaged"]) == 4
+    trained = [k for k, v in best.state_dict().items() if k.startswith("head.") and v.is_floating_point()]
+    # The saved best is the average (a 0.5-decay mean of steps 1-4), not the step-4 weights.
+    assert all(torch.equal(best.state_dict()[k], ema[f"module.{k}"]) for k in trained)
+    assert any(not torch.equal(best.state_dict()[k], raw[k]) for k in trained)
+    res = _train(tiny_set, out, "--max-steps", "6", "--val-every", "100", "--resume", str(out.with_suffix(".last.pt")))
+    assert res.exit_code == 0, res.output
+    assert int(torch.load(out.with_suffix(".last.pt"), weights_only=True)["ema"]["n_averaged"]) == 6
+    assert _train(tiny_set, out, "--ema", "1.0").exit_code == 2
+
+
+def test_val_rank_puts_checkpoints_that_keep_good_masks_first():
+    from refine_cli.train.loop import keeps_good_masks, val_rank
+
+    def metrics(res_ap, res_bap, real_ap):
+        return {"resolution": {"coarse": {"AP": 96.7, "BAP": 89.7}, "refined": {"AP": res_ap, "BAP": res_bap}},
+                "realistic": {"coarse": {"AP": 63.3, "BAP": 50.5}, "refined": {"AP": real_ap, "BAP": 60.0}}}
+
+    keeps, loses_ap, loses_bap = metrics(96.7, 90.0, 73.0), metrics(96.6, 90.0, 76.0), metrics(97.0, 89.6, 76.0)
+    assert keeps_good_masks(keeps) and not keeps_good_masks(loses_ap) and not keeps_good_masks(loses_bap)
+    assert val_rank(keeps) > val_rank(loses_ap) and val_rank(keeps) > val_rank(loses_bap)
+    assert val_rank(metrics(96.8, 90.0, 74.0)) > val_rank(keeps)  # among those that keep: the higher score
+    assert val_rank(loses_ap) > val_rank(metrics(96.0, 90.0, 75.0))  # among those that lose: the same

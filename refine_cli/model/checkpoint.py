@@ -29,8 +29,13 @@ def save_checkpoint(path: str | os.PathLike, model: RefineMask, meta: dict | Non
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> tuple[RefineMask, dict]:
-    """-> (model in eval mode, checkpoint dict). Raises CheckpointError on any mismatch."""
+def load_checkpoint(path: str | os.PathLike, map_location="cpu", overrides: dict | None = None
+                    ) -> tuple[RefineMask, dict]:
+    """-> (model in eval mode, checkpoint dict). Raises CheckpointError on any mismatch.
+
+    ``overrides``: config fields to change (e.g. the BAR widths before fine-tuning); the stored
+    weights must still fit the changed config.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
@@ -42,7 +47,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> tuple[Refine
         raise CheckpointError(f"{path}: not a refine-masks checkpoint (expected format {FORMAT!r})")
     try:
         # Checkpoints from before roi_sampling_ratio existed were trained with adaptive sampling.
-        cfg = RefineMaskConfig.from_dict({"roi_sampling_ratio": 0, **ckpt["config"]})
+        cfg = RefineMaskConfig.from_dict({"roi_sampling_ratio": 0, **ckpt["config"], **(overrides or {})})
         model = RefineMask(cfg)
         state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
         model.load_state_dict(state)

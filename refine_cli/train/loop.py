@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from ..coco_io import Predictions
@@ -33,7 +34,7 @@ class TrainOptions:
     data: list[str]  # set folders, each optionally DIR*K (see data.load_sets)
     val: Path | None
     out: Path
-    config: RefineMaskConfig = field(default_factory=RefineMaskConfig)
+    config: dict = field(default_factory=dict)  # RefineMaskConfig overrides: of the defaults, or of --init's
     epochs: int = 4
     batch_size: int = 2
     lr: float = 1e-3
@@ -51,6 +52,7 @@ class TrainOptions:
     init: Path | None = None  # start from this checkpoint's weights and config (fresh optimiser)
     max_instances: int = 12
     mode_probs: dict[str, float] | None = None  # simulation mix; None = data.DEFAULT_MODE_PROBS
+    ema: float | None = None  # decay of an exponential moving average of the weights; validated and saved
 
 
 def val_sets(val_root: Path) -> tuple[dict, dict[str, list[dict]]]:
@@ -79,6 +81,17 @@ def validate(model: RefineMask, gt: dict, coarse_sets: dict[str, list[dict]], im
 def val_score(metrics: dict[str, dict]) -> float:
     """One number to pick the best checkpoint: mean refined (mask AP + Boundary AP) over the modes."""
     return float(np.mean([m["refined"]["AP"] + m["refined"]["BAP"] for m in metrics.values()]))
+
+
+def keeps_good_masks(metrics: dict[str, dict]) -> bool:
+    """Whether refining the resolution-only set loses neither mask AP nor Boundary AP against it."""
+    res = metrics.get("resolution")
+    return res is not None and all(res["refined"][k] >= res["coarse"][k] for k in ("AP", "BAP"))
+
+
+def val_rank(metrics: dict[str, dict]) -> tuple[bool, float]:
+    """Checkpoint order: those that keep good masks good first, then by ``val_score``."""
+    return keeps_good_masks(metrics), val_score(metrics)
 
 
 def _set_trainable(model: RefineMask, train_backbone_from: int | None) -> list[torch.nn.Parameter]:
@@ -119,9 +132,9 @@ def train(opts: TrainOptions, progress=None, log=print) -> dict:
     if opts.resume:  # the checkpoint's own config wins over opts.config
         model, ckpt = load_checkpoint(opts.resume)
     elif opts.init:
-        model, _ = load_checkpoint(opts.init)
+        model, _ = load_checkpoint(opts.init, overrides=opts.config)
     else:
-        model = RefineMask(opts.config)
+        model = RefineMask(RefineMaskConfig.from_dict({**RefineMaskConfig().to_dict(), **opts.config}))
         if opts.pretrained:
             model.backbone.load_pretrained()
     cfg = model.cfg
@@ -140,12 +153,20 @@ def train(opts: TrainOptions, progress=None, log=print) -> dict:
     warmup = min(opts.warmup_steps, max(total // 5, 1))  # short (smoke) runs still reach the base rate
     optim = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: lr_factor(s, total, warmup))
+    # 2-image steps are noisy; an average of recent weights is what gets validated and saved.
+    # Buffers are not averaged: the only ones, the backbone's BN statistics, never change in training.
+    # A resumed run keeps the decay it was started with, like the trainable set above.
+    ema_decay = ckpt.get("ema_decay") if ckpt else opts.ema
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay)) if ema_decay else None
+    scored = ema.module if ema is not None else model  # the weights validated and saved
     step, epoch0, best = 0, 0, {"score": -1.0}
     last_path = opts.out.with_suffix(".last.pt")
     if ckpt is not None:
         optim.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         step, epoch0, best = ckpt["step"], ckpt["epoch"] + 1, ckpt["best"]
+        if ema is not None:
+            ema.load_state_dict(ckpt["ema"])
         log(f"resumed from {opts.resume} at epoch {epoch0}, step {step}")
     gt, coarse_sets = val_sets(opts.val) if opts.val else (None, {})
     log_path = opts.out.with_suffix(".csv")
@@ -177,6 +198,8 @@ def train(opts: TrainOptions, progress=None, log=print) -> dict:
                 torch.nn.utils.clip_grad_norm_(params, 5.0)
                 optim.step()
                 sched.step()
+                if ema is not None:
+                    ema.update_parameters(model)
                 step += 1
                 vals = {k: v.item() for k, v in losses.items()}
                 if progress:
@@ -184,15 +207,16 @@ def train(opts: TrainOptions, progress=None, log=print) -> dict:
                 val = ""
                 every = opts.val_every or steps_per_epoch
                 if gt is not None and (step % every == 0 or step >= total):
-                    metrics = validate(model, gt, coarse_sets, opts.val / "images", opts.device)
+                    metrics = validate(scored, gt, coarse_sets, opts.val / "images", opts.device)
                     _train_mode(model)
                     val = json.dumps(metrics)
                     log(f"step {step}: " + "; ".join(
                         f"{m}: AP {v['coarse']['AP']:.1f}->{v['refined']['AP']:.1f}, "
                         f"BAP {v['coarse']['BAP']:.1f}->{v['refined']['BAP']:.1f}" for m, v in metrics.items()))
-                    if val_score(metrics) > best["score"]:
-                        best = {"score": val_score(metrics), "step": step, "epoch": epoch, "metrics": metrics}
-                        save_checkpoint(opts.out, model, meta={"best": best, "data": [str(d) for d in opts.data],
+                    if "metrics" not in best or val_rank(metrics) > val_rank(best["metrics"]):
+                        best = {"score": val_score(metrics), "keeps_good_masks": keeps_good_masks(metrics),
+                                "step": step, "epoch": epoch, "metrics": metrics}
+                        save_checkpoint(opts.out, scored, meta={"best": best, "data": [str(d) for d in opts.data],
                                                               "train_backbone_from": train_backbone_from})
                 writer.writerow([epoch, step, f"{sched.get_last_lr()[0]:.2e}", f"{loss.item():.4f}",
                                  *(f"{vals[k]:.4f}" for k in ("stage0", "stage1", "stage2", "stage3", "semantic")),
@@ -200,7 +224,8 @@ def train(opts: TrainOptions, progress=None, log=print) -> dict:
                 f.flush()
             save_checkpoint(last_path, model, meta={"best": best}, extra={
                 "optimizer": optim.state_dict(), "scheduler": sched.state_dict(), "step": step,
-                "epoch": epoch, "best": best, "train_backbone_from": train_backbone_from})
+                "epoch": epoch, "best": best, "train_backbone_from": train_backbone_from,
+                "ema_decay": ema_decay, **({"ema": ema.state_dict()} if ema is not None else {})})
     if gt is None:  # no validation: the last weights are the result
-        save_checkpoint(opts.out, model, meta={"data": [str(d) for d in opts.data]})
+        save_checkpoint(opts.out, scored, meta={"data": [str(d) for d in opts.data]})
     return best
