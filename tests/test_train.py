@@ -6,9 +6,9 @@ import csv
 import json
 
 import cv2
-import torch
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from refine_cli.cli import main

@@ -134,7 +134,7 @@ def train(opts: TrainOptions, progress=None, log=print) -> dict:
     elif opts.init:
         model, _ = load_checkpoint(opts.init, overrides=opts.config)
     else:
-        model = RefineMask(RefineMaskConfig.from_dict({**RefineMaskConfig().to_dict(), **opts.config}))
+        model = RefineMask(RefineMaskConfig.from_dict(opts.config))  # fields not given keep their defaults
         if opts.pretrained:
             model.backbone.load_pretrained()
     cfg = model.cfg
@@ -159,7 +159,7 @@ def train(opts: TrainOptions, progress=None, log=print) -> dict:
     ema_decay = ckpt.get("ema_decay") if ckpt else opts.ema
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay)) if ema_decay else None
     scored = ema.module if ema is not None else model  # the weights validated and saved
-    step, epoch0, best = 0, 0, {"score": -1.0}
+    step, epoch0, best = 0, 0, {}
     last_path = opts.out.with_suffix(".last.pt")
     if ckpt is not None:
         optim.load_state_dict(ckpt["optimizer"])
@@ -213,9 +213,10 @@ def train(opts: TrainOptions, progress=None, log=print) -> dict:
                     log(f"step {step}: " + "; ".join(
                         f"{m}: AP {v['coarse']['AP']:.1f}->{v['refined']['AP']:.1f}, "
                         f"BAP {v['coarse']['BAP']:.1f}->{v['refined']['BAP']:.1f}" for m, v in metrics.items()))
-                    if "metrics" not in best or val_rank(metrics) > val_rank(best["metrics"]):
-                        best = {"score": val_score(metrics), "keeps_good_masks": keeps_good_masks(metrics),
-                                "step": step, "epoch": epoch, "metrics": metrics}
+                    keeps, score = val_rank(metrics)
+                    if "metrics" not in best or (keeps, score) > val_rank(best["metrics"]):
+                        best = {"score": score, "keeps_good_masks": keeps, "step": step, "epoch": epoch,
+                                "metrics": metrics}
                         save_checkpoint(opts.out, scored, meta={"best": best, "data": [str(d) for d in opts.data],
                                                               "train_backbone_from": train_backbone_from})
                 writer.writerow([epoch, step, f"{sched.get_last_lr()[0]:.2e}", f"{loss.item():.4f}",
