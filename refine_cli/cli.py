@@ -151,6 +151,8 @@ def train(data, val, out, epochs, max_steps, batch_size, lr, val_every, device, 
         torch.set_num_threads(threads)
     try:
         overrides = json.loads(config_json) if config_json else {}
+        if not isinstance(overrides, dict):
+            raise ValueError(f"expected a JSON object of config fields, got {config_json!r}")
         RefineMaskConfig.from_dict(overrides)  # checks names and values; unnamed fields keep their defaults
     except (ValueError, TypeError) as e:
         raise click.BadParameter(str(e), param_hint="--config")

@@ -76,6 +76,16 @@ def test_train_resume_continues_where_it_stopped(tiny_set, tmp_path):
     with open(out.with_suffix(".csv")) as f:
         steps = [int(r["step"]) for r in csv.DictReader(f)]
     assert steps == list(range(1, 11))
+    # The tiny config given again is the run's own; a changed field is refused, not ignored.
+    changed = _train(tiny_set, out, "--max-steps", "12", "--resume", str(out.with_suffix(".last.pt")),
+                     "--config", '{"bar_train_width": 3}')
+    assert changed.exit_code == 2 and "bar_train_width" in changed.output and "Traceback" not in changed.output
+
+
+def test_train_config_must_be_a_json_object(tmp_path):
+    res = CliRunner().invoke(main, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "m.pt"),
+                                    "--config", "5"])
+    assert res.exit_code == 2 and "JSON object" in res.output
 
 
 def test_train_bad_data_dir_is_one_line_error(tmp_path):

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from ..coco_io import Predictions
 from ..engine import refine_predictions
 from ..evaluate import evaluate
-from ..model.checkpoint import load_checkpoint, save_checkpoint
+from ..model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..model.config import RefineMaskConfig
 from ..model.refinemask import RefineMask, refinemask_loss
 from ..refiner import Refiner, uses_bf16
@@ -129,8 +129,13 @@ def train(opts: TrainOptions, progress=None, log=print) -> dict:
     torch.manual_seed(opts.seed)
     entries = load_sets(opts.data)
     ckpt = None
-    if opts.resume:  # the checkpoint's own config wins over opts.config
+    if opts.resume:
         model, ckpt = load_checkpoint(opts.resume)
+        changed = sorted(k for k, v in RefineMaskConfig.from_dict(opts.config).to_dict().items()
+                         if k in opts.config and v != getattr(model.cfg, k))
+        if changed:  # its weights and optimiser state belong to the config it was started with
+            raise CheckpointError(f"{opts.resume}: --config changes {', '.join(changed)} of the run being "
+                                  "resumed; a resumed run keeps its config (--init starts a new run from it)")
     elif opts.init:
         model, _ = load_checkpoint(opts.init, overrides=opts.config)
     else:
