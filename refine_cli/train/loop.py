@@ -131,8 +131,8 @@ def train(opts: TrainOptions, progress=None, log=print) -> dict:
     ckpt = None
     if opts.resume:
         model, ckpt = load_checkpoint(opts.resume)
-        changed = sorted(k for k, v in RefineMaskConfig.from_dict(opts.config).to_dict().items()
-                         if k in opts.config and v != getattr(model.cfg, k))
+        given = RefineMaskConfig.from_dict(opts.config)  # normalised like the checkpoint's (tuples)
+        changed = sorted(k for k in opts.config if getattr(given, k) != getattr(model.cfg, k))
         if changed:  # its weights and optimiser state belong to the config it was started with
             raise CheckpointError(f"{opts.resume}: --config changes {', '.join(changed)} of the run being "
                                   "resumed; a resumed run keeps its config (--init starts a new run from it)")
