@@ -135,13 +135,15 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
 @click.option("--train-backbone-from", type=click.Choice(["2", "4", "8", "16", "32"]), default=None,
               help="Also train the backbone's layers at this output stride and coarser (2 = all of it); "
                    "frozen by default. Its BatchNorm statistics stay fixed.")
+@click.option("--backbone-lr", type=click.FloatRange(0.0, min_open=True), default=1.0, show_default=True,
+              help="Rate of the backbone layers --train-backbone-from trains, as a multiple of --lr.")
 @click.option("--ema", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=None,
               help="Validate and save an exponential moving average of the weights with this decay "
                    "(e.g. 0.999); off by default.")
 @click.option("--no-pretrained", is_flag=True, help="Random backbone init (tests).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def train(data, val, out, epochs, max_steps, batch_size, lr, val_every, device, workers, precision, threads, seed,
-          resume, init, config_json, modes, train_backbone_from, ema, no_pretrained, debug):
+          resume, init, config_json, modes, train_backbone_from, backbone_lr, ema, no_pretrained, debug):
     """Train the refiner on simulated coarse masks and keep the best checkpoint by validation."""
     from .model.config import RefineMaskConfig
     from .train.loop import TrainOptions
@@ -163,7 +165,8 @@ def train(data, val, out, epochs, max_steps, batch_size, lr, val_every, device, 
                         batch_size=batch_size, lr=lr, max_steps=max_steps, val_every=val_every,
                         device=_device(device), workers=workers, seed=seed, resume=resume, init=init,
                         precision=precision, pretrained=not no_pretrained, mode_probs=mode_probs, ema=ema,
-                        train_backbone_from=int(train_backbone_from) if train_backbone_from else None)
+                        train_backbone_from=int(train_backbone_from) if train_backbone_from else None,
+                        backbone_lr=backbone_lr)
     with progress_bar() as bar:
         task = bar.add_task("training", total=None, rate="")
 

@@ -149,6 +149,23 @@ def test_train_backbone_from_trains_only_the_coarse_layers_and_resume_keeps_them
     assert frozen and not changed & set(frozen)
 
 
+def test_backbone_lr_scales_the_backbone_group_and_resume_keeps_it(tiny_set, tmp_path):
+    out = tmp_path / "m.pt"
+    args = ("--val-every", "100", "--train-backbone-from", "16", "--lr", "1e-3")
+    res = _train(tiny_set, out, "--max-steps", "3", *args, "--backbone-lr", "0.25")
+    assert res.exit_code == 0, res.output
+    last = out.with_suffix(".last.pt")
+
+    def initial_lrs():
+        return [g["initial_lr"] for g in torch.load(last, weights_only=False)["optimizer"]["param_groups"]]
+
+    assert initial_lrs() == pytest.approx([1e-3, 2.5e-4])
+    # Resuming without --backbone-lr keeps the run's factor (its optimiser state has two groups).
+    res = _train(tiny_set, out, "--max-steps", "5", *args, "--resume", str(last))
+    assert res.exit_code == 0, res.output
+    assert initial_lrs() == pytest.approx([1e-3, 2.5e-4])
+
+
 def test_backbone_modules_from_stride():
     from refine_cli.model.backbone import EfficientNetLite0, ResNetTaps
 

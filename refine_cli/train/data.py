@@ -40,6 +40,17 @@ def parse_set(spec: str) -> tuple[Path, int]:
     return Path(spec), 1
 
 
+def annotation_file(root: Path) -> Path:
+    """A set's ``instances.json``, or the only other ``*.json`` beside ``images/``."""
+    ann_file = root / "instances.json"
+    if ann_file.exists():
+        return ann_file
+    candidates = sorted(p for p in root.glob("*.json") if p.name != "provenance.json")
+    if len(candidates) != 1:
+        raise FileNotFoundError(f"{root}: no instances.json (found {[p.name for p in candidates]})")
+    return candidates[0]
+
+
 def load_sets(specs: list[str | Path]) -> list[ImageEntry]:
     """Read each COCO-format set (``instances.json`` or the only ``*.json`` beside ``images/``).
 
@@ -48,13 +59,7 @@ def load_sets(specs: list[str | Path]) -> list[ImageEntry]:
     entries = []
     for spec in specs:
         root, times = parse_set(str(spec))
-        ann_file = root / "instances.json"
-        if not ann_file.exists():
-            candidates = sorted(p for p in root.glob("*.json") if p.name != "provenance.json")
-            if len(candidates) != 1:
-                raise FileNotFoundError(f"{root}: no instances.json (found {[p.name for p in candidates]})")
-            ann_file = candidates[0]
-        data = json.loads(ann_file.read_text())
+        data = json.loads(annotation_file(root).read_text())
         by_image: dict[int, list[dict]] = {}
         for a in data["annotations"]:
             if not a.get("iscrowd", 0) and a.get("segmentation"):

@@ -47,6 +47,7 @@ class TrainOptions:
     workers: int = 1
     seed: int = 0
     train_backbone_from: int | None = None  # output stride from which backbone layers train; None: frozen
+    backbone_lr: float = 1.0  # the trained backbone layers' rate, as a multiple of lr
     pretrained: bool = True
     resume: Path | None = None
     init: Path | None = None  # start from this checkpoint's weights and config (fresh optimiser)
@@ -94,14 +95,22 @@ def val_rank(metrics: dict[str, dict]) -> tuple[bool, float]:
     return keeps_good_masks(metrics), val_score(metrics)
 
 
-def _set_trainable(model: RefineMask, train_backbone_from: int | None) -> list[torch.nn.Parameter]:
-    """Freeze the backbone except its layers at output stride >= ``train_backbone_from``."""
+def _param_groups(model: RefineMask, train_backbone_from: int | None, lr: float, backbone_lr: float) -> list[dict]:
+    """Freeze the backbone except its layers at output stride >= ``train_backbone_from``.
+
+    Those train at ``lr * backbone_lr``, in a group of their own when the factor is not 1.
+    """
     body = model.backbone.body
     body.requires_grad_(False)
     if train_backbone_from is not None:
         for module in body.modules_from(train_backbone_from):
             module.requires_grad_(True)
-    return [p for p in model.parameters() if p.requires_grad]
+    in_body = {id(p) for p in body.parameters()}
+    trained = [p for p in model.parameters() if p.requires_grad]
+    if backbone_lr == 1.0:
+        return [{"params": trained, "lr": lr}]
+    return [{"params": [p for p in trained if id(p) not in in_body], "lr": lr},
+            {"params": [p for p in trained if id(p) in in_body], "lr": lr * backbone_lr}]
 
 
 def _train_mode(model: RefineMask) -> None:
@@ -143,9 +152,11 @@ def train(opts: TrainOptions, progress=None, log=print) -> dict:
         if opts.pretrained:
             model.backbone.load_pretrained()
     cfg = model.cfg
-    # A resumed run trains the parameters its optimiser state was saved for.
+    # A resumed run trains the parameters, in the groups, its optimiser state was saved for.
     train_backbone_from = ckpt.get("train_backbone_from") if ckpt else opts.train_backbone_from
-    params = _set_trainable(model, train_backbone_from)
+    backbone_lr = ckpt.get("backbone_lr", 1.0) if ckpt else opts.backbone_lr
+    groups = _param_groups(model, train_backbone_from, opts.lr, backbone_lr)
+    params = [p for g in groups for p in g["params"]]
     device = torch.device(opts.device)
     bf16 = uses_bf16(opts.precision, device)
     model.to(opts.device)
@@ -156,7 +167,7 @@ def train(opts: TrainOptions, progress=None, log=print) -> dict:
     if opts.max_steps:
         total = min(total, opts.max_steps)
     warmup = min(opts.warmup_steps, max(total // 5, 1))  # short (smoke) runs still reach the base rate
-    optim = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
+    optim = torch.optim.AdamW(groups, lr=opts.lr, weight_decay=opts.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: lr_factor(s, total, warmup))
     # 2-image steps are noisy; an average of recent weights is what gets validated and saved.
     # Buffers are not averaged: the only ones, the backbone's BN statistics, never change in training.
@@ -188,12 +199,12 @@ def train(opts: TrainOptions, progress=None, log=print) -> dict:
             dataset.epoch = epoch
             gen = torch.Generator().manual_seed(opts.seed * 1000 + epoch)
             loader = DataLoader(dataset, opts.batch_size, shuffle=True, generator=gen, collate_fn=collate,
-                                num_workers=opts.workers, persistent_workers=False)
+                                num_workers=opts.workers, persistent_workers=False, pin_memory=device.type == "cuda")
             _train_mode(model)
             for batch in loader:
                 if step >= total:
                     break
-                batch = {k: v.to(opts.device) for k, v in batch.items()}
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     out = model(batch["images"], batch["rois"], batch["coarse"])
                     losses = refinemask_loss(cfg, out, batch["gt"], batch["sem_target"], batch["sem_weight"])
@@ -230,7 +241,7 @@ def train(opts: TrainOptions, progress=None, log=print) -> dict:
                 f.flush()
             save_checkpoint(last_path, model, meta={"best": best}, extra={
                 "optimizer": optim.state_dict(), "scheduler": sched.state_dict(), "step": step,
-                "epoch": epoch, "best": best, "train_backbone_from": train_backbone_from,
+                "epoch": epoch, "best": best, "train_backbone_from": train_backbone_from, "backbone_lr": backbone_lr,
                 "ema_decay": ema_decay, **({"ema": ema.state_dict()} if ema is not None else {})})
     if gt is None:  # no validation: the last weights are the result
         save_checkpoint(opts.out, scored, meta={"data": [str(d) for d in opts.data]})
