@@ -136,7 +136,8 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
               help="Also train the backbone's layers at this output stride and coarser (2 = all of it); "
                    "frozen by default. Its BatchNorm statistics stay fixed.")
 @click.option("--backbone-lr", type=click.FloatRange(0.0, min_open=True), default=1.0, show_default=True,
-              help="Rate of the backbone layers --train-backbone-from trains, as a multiple of --lr.")
+              help="Rate of the backbone layers --train-backbone-from trains, as a multiple of --lr "
+                   "(a resumed run keeps the factor it started with).")
 @click.option("--ema", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=None,
               help="Validate and save an exponential moving average of the weights with this decay "
                    "(e.g. 0.999); off by default.")
@@ -160,6 +161,9 @@ def train(data, val, out, epochs, max_steps, batch_size, lr, val_every, device, 
         raise click.BadParameter(str(e), param_hint="--config")
     if resume and init:
         raise click.BadParameter("give --resume or --init, not both", param_hint="--init")
+    if backbone_lr != 1.0 and not (train_backbone_from or resume):
+        raise click.BadParameter("only the backbone layers --train-backbone-from trains have a rate",
+                                 param_hint="--backbone-lr")
     mode_probs = _parse_modes(modes) if modes else None
     opts = TrainOptions(data=data.split(","), val=val, out=out, config=overrides, epochs=epochs,
                         batch_size=batch_size, lr=lr, max_steps=max_steps, val_every=val_every,

@@ -166,6 +166,11 @@ def test_backbone_lr_scales_the_backbone_group_and_resume_keeps_it(tiny_set, tmp
     assert initial_lrs() == pytest.approx([1e-3, 2.5e-4])
 
 
+def test_backbone_lr_without_a_trained_backbone_is_a_usage_error(tiny_set, tmp_path):
+    res = _train(tiny_set, tmp_path / "m.pt", "--max-steps", "1", "--backbone-lr", "0.5")
+    assert res.exit_code == 2 and "--train-backbone-from" in res.output
+
+
 def test_backbone_modules_from_stride():
     from refine_cli.model.backbone import EfficientNetLite0, ResNetTaps
 

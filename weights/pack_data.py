@@ -5,8 +5,9 @@
 Each set becomes OUT_DIR/<set name>/{instances.json.gz, images/*.webp}: images with at least one
 non-crowd mask, shrunk so the shorter side is at most --short-side (train jitters the shorter
 side in 416-544 px, so little is lost) and stored as WebP; every mask is resized with the image
-and stored as compressed RLE, gzipped (train_gpu.sh unpacks it). Crowd annotations are dropped (train ignores them); image fields
-such as ``annotation_complete`` are kept. Deterministic: the same inputs give the same bytes.
+and stored as compressed RLE, and the annotations are gzipped (train_gpu.sh unpacks them). Crowd
+annotations are dropped (train ignores them); image fields such as ``annotation_complete`` are
+kept. Deterministic: the same inputs and OpenCV build give the same bytes.
 """
 
 from __future__ import annotations

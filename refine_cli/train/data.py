@@ -89,13 +89,15 @@ class RefineDataset(Dataset):
     """
 
     def __init__(self, entries: list[ImageEntry], cfg: RefineMaskConfig, *, seed: int = 0,
-                 max_instances: int = 12, copies: int = 3, min_area: float = 64.0, short_sides=(416, 544),
+                 max_instances: int = 12, copies: int = 3, min_area: float = 64.0,
                  mode_probs: dict[str, float] | None = None, realistic_noise=(0.1, 0.35)):
         self.entries, self.cfg, self.seed, self.copies = entries, cfg, seed, copies
         # A range of noise around the evaluation's 0.25: the head sees a continuum from nearly
         # clean to badly wrong masks and has to judge each from the image, not from the mode.
         self.realistic_noise = realistic_noise
-        self.max_instances, self.min_area, self.short_sides = max_instances, min_area, short_sides
+        self.max_instances, self.min_area = max_instances, min_area
+        # Scale jitter around the inference scale: 416-544 px for the default 480.
+        self.short_sides = (cfg.short_side * 13 / 15, cfg.short_side * 17 / 15)
         probs = mode_probs or DEFAULT_MODE_PROBS
         self.modes, self.probs = list(probs), np.array(list(probs.values())) / sum(probs.values())
         self.epoch = 0

@@ -107,10 +107,11 @@ def _param_groups(model: RefineMask, train_backbone_from: int | None, lr: float,
             module.requires_grad_(True)
     in_body = {id(p) for p in body.parameters()}
     trained = [p for p in model.parameters() if p.requires_grad]
-    if backbone_lr == 1.0:
+    body_params = [p for p in trained if id(p) in in_body]
+    if backbone_lr == 1.0 or not body_params:
         return [{"params": trained, "lr": lr}]
     return [{"params": [p for p in trained if id(p) not in in_body], "lr": lr},
-            {"params": [p for p in trained if id(p) in in_body], "lr": lr * backbone_lr}]
+            {"params": body_params, "lr": lr * backbone_lr}]
 
 
 def _train_mode(model: RefineMask) -> None:
