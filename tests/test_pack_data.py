@@ -24,6 +24,10 @@ def _pack_module():
     return module
 
 
+def _packed_json(out: Path) -> bytes:
+    return gzip.decompress((out / "instances.json.gz").read_bytes())
+
+
 def _make_set(root: Path) -> np.ndarray:
     """Image 1 (200x300): a disc (RLE), a square (polygon) and a crowd region; image 2: no masks."""
     (root / "images").mkdir(parents=True)
@@ -51,7 +55,7 @@ def test_pack_shrinks_images_and_masks_together_and_stays_loadable(tmp_path):
     disc = _make_set(tmp_path / "src")
     n, nbytes = pack.pack_set(tmp_path / "src", tmp_path / "out", short_side=100, quality=80)
     assert n == 1 and nbytes > 0  # the image without masks is left out
-    data = json.loads(gzip.decompress((tmp_path / "out" / "instances.json.gz").read_bytes()))
+    data = json.loads(_packed_json(tmp_path / "out"))
     (im,) = data["images"]
     assert (im["file_name"], im["height"], im["width"], im["annotation_complete"]) == ("a.webp", 100, 150, False)
     assert load_image(tmp_path / "out" / "images" / "a.webp").shape == (100, 150, 3)
@@ -62,8 +66,7 @@ def test_pack_shrinks_images_and_masks_together_and_stays_loadable(tmp_path):
     square = decode_mask(data["annotations"][1], 100, 150, where="test")
     assert abs(int(square.sum()) - 41 * 41) < 0.1 * 41 * 41 and data["annotations"][1]["bbox"][0] == 100
     # What train reads once train_gpu.sh has unpacked the annotations.
-    (tmp_path / "out" / "instances.json").write_bytes(gzip.decompress((tmp_path / "out" / "instances.json.gz")
-                                                                      .read_bytes()))
+    (tmp_path / "out" / "instances.json").write_bytes(_packed_json(tmp_path / "out"))
     (entry,) = load_sets([tmp_path / "out"])
     assert (entry.height, entry.width, len(entry.anns), entry.complete) == (100, 150, 2, False)
 
@@ -75,5 +78,5 @@ def test_pack_is_deterministic_and_keeps_small_images(tmp_path):
         pack.pack_set(tmp_path / "src", tmp_path / out, short_side=480, quality=80)
     for name in ("instances.json.gz", "images/a.webp"):
         assert (tmp_path / "o1" / name).read_bytes() == (tmp_path / "o2" / name).read_bytes()
-    (im,) = json.loads(gzip.decompress((tmp_path / "o1" / "instances.json.gz").read_bytes()))["images"]
+    (im,) = json.loads(_packed_json(tmp_path / "o1"))["images"]
     assert (im["height"], im["width"]) == (200, 300)  # never enlarged

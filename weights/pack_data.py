@@ -20,9 +20,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from pycocotools import mask as mask_utils
 
-from refine_cli.coco_io import decode_mask
+from refine_cli.coco_io import decode_mask, encode_mask, mask_box
 from refine_cli.images import load_image
 from refine_cli.train.data import annotation_file
 
@@ -62,10 +61,8 @@ def pack_set(root: Path, out: Path, short_side: int, quality: int) -> tuple[int,
         images.append({**im, "file_name": name, "width": size[0], "height": size[1]})
         for a in by_image[im["id"]]:
             mask = resize_mask(decode_mask(a, h, w, where=f"{root}: ann {a.get('id')}"), size)
-            rle = mask_utils.encode(np.asfortranarray(mask))
-            rle["counts"] = rle["counts"].decode("ascii")
-            x, y, bw, bh = (float(v) for v in mask_utils.toBbox(rle))
-            anns.append({**a, "segmentation": rle, "bbox": [x, y, bw, bh], "area": float(mask_utils.area(rle))})
+            box = mask_box(mask) or [0.0, 0.0, 0.0, 0.0]  # a sliver can vanish when shrunk
+            anns.append({**a, "segmentation": encode_mask(mask), "bbox": box, "area": float(mask.sum())})
     packed = {k: v for k, v in data.items() if k not in ("images", "annotations")}
     tmp = out / "instances.json.gz.tmp"
     tmp.write_bytes(gzip.compress(json.dumps({**packed, "images": images, "annotations": anns}).encode(), mtime=0))
