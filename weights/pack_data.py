@@ -23,7 +23,7 @@ import numpy as np
 
 from refine_cli.coco_io import decode_mask, encode_mask, mask_box
 from refine_cli.images import load_image
-from refine_cli.train.data import annotation_file
+from refine_cli.train.data import annotation_file, trainable_annotations
 
 
 def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -36,10 +36,7 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def pack_set(root: Path, out: Path, short_side: int, quality: int) -> tuple[int, int]:
     """Write one packed set; returns (images written, bytes of image data)."""
     data = json.loads(annotation_file(root).read_text())
-    by_image: dict[int, list[dict]] = {}
-    for a in data["annotations"]:
-        if not a.get("iscrowd", 0) and a.get("segmentation"):
-            by_image.setdefault(a["image_id"], []).append(a)
+    by_image = trainable_annotations(data)
     (out / "images").mkdir(parents=True, exist_ok=True)
     images, anns, nbytes = [], [], 0
     for im in data["images"]:
@@ -55,8 +52,9 @@ def pack_set(root: Path, out: Path, short_side: int, quality: int) -> tuple[int,
         ok, buf = cv2.imencode(".webp", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_WEBP_QUALITY, quality])
         if not ok:
             raise RuntimeError(f"{root / 'images' / im['file_name']}: WebP encoding failed")
-        (out / "images" / name).parent.mkdir(parents=True, exist_ok=True)
-        (out / "images" / name).write_bytes(buf.tobytes())
+        path = out / "images" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(buf.tobytes())
         nbytes += buf.size
         images.append({**im, "file_name": name, "width": size[0], "height": size[1]})
         for a in by_image[im["id"]]:

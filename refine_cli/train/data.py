@@ -51,6 +51,15 @@ def annotation_file(root: Path) -> Path:
     return candidates[0]
 
 
+def trainable_annotations(data: dict) -> dict[int, list[dict]]:
+    """A COCO dict's non-crowd annotations with a segmentation, by image id (crowd regions are ignored)."""
+    by_image: dict[int, list[dict]] = {}
+    for a in data["annotations"]:
+        if not a.get("iscrowd", 0) and a.get("segmentation"):
+            by_image.setdefault(a["image_id"], []).append(a)
+    return by_image
+
+
 def load_sets(specs: list[str | Path]) -> list[ImageEntry]:
     """Read each COCO-format set (``instances.json`` or the only ``*.json`` beside ``images/``).
 
@@ -60,10 +69,7 @@ def load_sets(specs: list[str | Path]) -> list[ImageEntry]:
     for spec in specs:
         root, times = parse_set(str(spec))
         data = json.loads(annotation_file(root).read_text())
-        by_image: dict[int, list[dict]] = {}
-        for a in data["annotations"]:
-            if not a.get("iscrowd", 0) and a.get("segmentation"):
-                by_image.setdefault(a["image_id"], []).append(a)
+        by_image = trainable_annotations(data)
         for im in data["images"]:
             if im["id"] in by_image:
                 entries += [ImageEntry(root / "images" / im["file_name"], im["height"], im["width"],
