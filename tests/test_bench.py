@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,16 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import REPO
+from .conftest import REPO, load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("run_bench", REPO / "bench" / "run_bench.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/run_bench.py")
 
 
 def test_model_cost_counts_backbone_and_head(bench, tiny_model, tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 from pathlib import Path
 
@@ -14,14 +13,7 @@ from refine_cli.coco_io import decode_mask, encode_mask
 from refine_cli.images import load_image
 from refine_cli.train.data import load_sets
 
-SCRIPT = Path(__file__).resolve().parent.parent / "weights" / "pack_data.py"
-
-
-def _pack_module():
-    spec = importlib.util.spec_from_file_location("pack_data", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from .conftest import load_script
 
 
 def _packed_json(out: Path) -> bytes:
@@ -51,7 +43,7 @@ def _make_set(root: Path) -> np.ndarray:
 
 
 def test_pack_shrinks_images_and_masks_together_and_stays_loadable(tmp_path):
-    pack = _pack_module()
+    pack = load_script("weights/pack_data.py")
     disc = _make_set(tmp_path / "src")
     n, nbytes = pack.pack_set(tmp_path / "src", tmp_path / "out", short_side=100, quality=80)
     assert n == 1 and nbytes > 0  # the image without masks is left out
@@ -72,7 +64,7 @@ def test_pack_shrinks_images_and_masks_together_and_stays_loadable(tmp_path):
 
 
 def test_pack_is_deterministic_and_keeps_small_images(tmp_path):
-    pack = _pack_module()
+    pack = load_script("weights/pack_data.py")
     _make_set(tmp_path / "src")
     for out in ("o1", "o2"):
         pack.pack_set(tmp_path / "src", tmp_path / out, short_side=480, quality=80)
