@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from refine_cli.coco_io import decode_mask
+
 from .conftest import load_script
 
 
@@ -56,5 +58,6 @@ def test_vertex_noise_is_seeded_and_leaves_rle_alone(sens):
     a = sens.jitter_vertices(ann, 2.0, np.random.default_rng(3), 120, 160)
     b = sens.jitter_vertices(ann, 2.0, rng, 120, 160)
     assert (a == b).all() and a.shape == (120, 160)
-    assert sens.jitter_vertices(ann, 0.0, rng, 120, 160).sum() == sens.jitter_vertices(ann, 0.0, rng, 120, 160).sum()
+    gt_mask = decode_mask(ann, 120, 160, where="test")
+    assert (sens.jitter_vertices(ann, 0.0, rng, 120, 160) == gt_mask).all() and (a != gt_mask).any()
     assert sens.jitter_vertices({"segmentation": {"size": [120, 160], "counts": "PPYo1"}}, 2.0, rng, 120, 160) is None

@@ -8,12 +8,18 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from refine_cli.coco_io import decode_mask, encode_mask
 from refine_cli.images import load_image
 from refine_cli.train.data import load_sets
 
 from .conftest import load_script
+
+
+@pytest.fixture(scope="module")
+def pack():
+    return load_script("weights/pack_data.py")
 
 
 def _packed_json(out: Path) -> bytes:
@@ -42,8 +48,7 @@ def _make_set(root: Path) -> np.ndarray:
     return disc
 
 
-def test_pack_shrinks_images_and_masks_together_and_stays_loadable(tmp_path):
-    pack = load_script("weights/pack_data.py")
+def test_pack_shrinks_images_and_masks_together_and_stays_loadable(pack, tmp_path):
     disc = _make_set(tmp_path / "src")
     n, nbytes = pack.pack_set(tmp_path / "src", tmp_path / "out", short_side=100, quality=80)
     assert n == 1 and nbytes > 0  # the image without masks is left out
@@ -63,8 +68,7 @@ def test_pack_shrinks_images_and_masks_together_and_stays_loadable(tmp_path):
     assert (entry.height, entry.width, len(entry.anns), entry.complete) == (100, 150, 2, False)
 
 
-def test_pack_is_deterministic_and_keeps_small_images(tmp_path):
-    pack = load_script("weights/pack_data.py")
+def test_pack_is_deterministic_and_keeps_small_images(pack, tmp_path):
     _make_set(tmp_path / "src")
     for out in ("o1", "o2"):
         pack.pack_set(tmp_path / "src", tmp_path / out, short_side=480, quality=80)

@@ -28,13 +28,7 @@ fi
 # a refiner that gains as much on unseen images as here is limited by its fit, not by the data.
 COCO_TRAIN=../shared/data/coco_mini_train
 if [ -d "$COCO_TRAIN" ]; then
-    python3 - "$COCO_TRAIN/instances.json" "$OUT/train50_gt.json" <<'PY'
-import json, sys
-d = json.load(open(sys.argv[1]))
-ids = {im["id"] for im in d["images"][:50]}
-d.update(images=d["images"][:50], annotations=[a for a in d["annotations"] if a["image_id"] in ids])
-json.dump(d, open(sys.argv[2], "w"))
-PY
+    python3 weights/subset_set.py "$COCO_TRAIN/instances.json" "$OUT/train50_gt.json" --count 50
     for mode in resolution realistic; do
         measure "train50_$mode" "$OUT/train50_gt.json" $COCO_TRAIN/images $mode
     done

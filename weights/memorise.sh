@@ -12,16 +12,7 @@ SRC=../shared/data/coco_mini_train
 mkdir -p "$OUT/set"
 ln -sfn "$(cd "$SRC" && pwd)/images" "$OUT/set/images"
 # The first 12 images in the set's list with 4 to 15 non-crowd masks (85 instances).
-python3 - "$SRC/instances.json" "$OUT/set/instances.json" <<'PY'
-import json, sys
-from collections import Counter
-d = json.load(open(sys.argv[1]))
-n = Counter(a["image_id"] for a in d["annotations"] if not a.get("iscrowd"))
-images = [im for im in d["images"] if 4 <= n[im["id"]] <= 15][:12]
-ids = {im["id"] for im in images}
-d.update(images=images, annotations=[a for a in d["annotations"] if a["image_id"] in ids])
-json.dump(d, open(sys.argv[2], "w"))
-PY
+python3 weights/subset_set.py "$SRC/instances.json" "$OUT/set/instances.json" --count 12 --masks 4-15
 # The starting weights on the same simulations, for comparison.
 python3 - "$INIT" "$OUT/set" <<'PY'
 import sys
