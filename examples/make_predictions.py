@@ -5,7 +5,7 @@ each edge jittered by N(0, 3 % of the side) and whose mask is the training simul
 "realistic" mode: the GT resampled to a 28x28 grid in that box, low-frequency noise added to
 the soft grid, pasted back bilinearly, thresholded at 0.5, then eroded or dilated by 0-2 px.
 
-    python examples/make_predictions.py [--mode realistic] [--seed 7] [--out FILE]
+    python examples/make_predictions.py [--mode realistic] [--seed 7] [--box-sigma 0.03] [--out FILE]
 """
 
 from __future__ import annotations
@@ -26,9 +26,11 @@ def main() -> None:
     parser.add_argument("--mode", choices=MODES, default="realistic")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, default=HERE / "predictions.json")
+    parser.add_argument("--box-sigma", type=float, default=0.03,
+                        help="box edge jitter as a fraction of the side (0: the GT box; masks then fill their box)")
     args = parser.parse_args()
     gt = json.loads(args.gt.read_text())
-    records = simulate_dataset(gt, args.mode, args.seed)
+    records = simulate_dataset(gt, args.mode, args.seed, box_sigma=args.box_sigma)
     write_json_atomic(args.out, records)
     print(f"wrote {len(records)} records ({args.mode}, seed {args.seed}) to {args.out}")
 

@@ -79,3 +79,10 @@ def test_simulate_dataset_skips_crowd_and_keeps_ids():
     assert len(out) == 1 and out[0]["image_id"] == 7 and out[0]["category_id"] == 3
     assert out[0]["segmentation"]["size"] == [240, 320]
     assert simulate_dataset(gt, "realistic", 0) == out
+
+
+def test_zero_box_sigma_keeps_the_gt_box_and_a_near_perfect_resolution_mask():
+    m, box = _blob(4)
+    coarse, out_box = simulate(m, box, "resolution", np.random.default_rng(0), box_sigma=0.0)
+    assert np.allclose(out_box, box)
+    assert _iou(coarse.astype(bool), m.astype(bool)) > 0.97  # only the 28x28 grid is lost
