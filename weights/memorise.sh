@@ -1,30 +1,29 @@
 #!/usr/bin/env bash
 # Can this model reproduce COCO's hand-drawn boundaries at the bar's precision on images it has seen?
 # Trains on 12 coco_mini_train images (realistic masks only) and validates on the same 12 images
-# (fresh seed-1234 simulations), so validation measures the fit, not generalisation.
-#   [INIT=CKPT] [STEPS=600] bash weights/memorise.sh [OUT_DIR]
+# (fresh seed-1234 simulations), so validation measures the fit, not generalisation. Then scores
+# the starting and the kept weights on that simulation with `eval` (per object size too).
+#   [INIT=CKPT] [STEPS=600] [TRAIN_ARGS="--train-backbone-from 2"] bash weights/memorise.sh [OUT_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/memorise}
 INIT=${INIT:-weights/refinemask_effl0.pt}
 STEPS=${STEPS:-600}
 SRC=../shared/data/coco_mini_train
-mkdir -p "$OUT/set"
-ln -sfn "$(cd "$SRC" && pwd)/images" "$OUT/set/images"
+SET=$OUT/set
+mkdir -p "$SET"
+ln -sfn "$(cd "$SRC" && pwd)/images" "$SET/images"
 # The first 12 images in the set's list with 4 to 15 non-crowd masks (85 instances).
-python3 weights/subset_set.py "$SRC/instances.json" "$OUT/set/instances.json" --count 12 --masks 4-15
-# The starting weights on the same simulations, for comparison.
-python3 - "$INIT" "$OUT/set" <<'PY'
-import sys
-from pathlib import Path
-from refine_cli.model.checkpoint import load_checkpoint
-from refine_cli.train.loop import val_sets, validate
-model, _ = load_checkpoint(sys.argv[1])
-root = Path(sys.argv[2])
-gt, sets = val_sets(root)
-for mode, m in validate(model, gt, sets, root / "images", "cpu").items():
-    print(f"{sys.argv[1]} on {mode}: AP {m['coarse']['AP']:.1f}->{m['refined']['AP']:.1f}, "
-          f"BAP {m['coarse']['BAP']:.1f}->{m['refined']['BAP']:.1f}")
-PY
-refine-masks train --data "$OUT/set" --val "$OUT/set" --out "$OUT/fit.pt" --init "$INIT" --epochs 1000 \
-    --max-steps "$STEPS" --val-every 300 --lr 3e-4 --modes realistic=1 --threads 1 --workers 1 --seed 21
+python3 weights/subset_set.py "$SRC/instances.json" "$SET/instances.json" --count 12 --masks 4-15
+refine-masks train --data "$SET" --val "$SET" --out "$OUT/fit.pt" --init "$INIT" --epochs 1000 \
+    --max-steps "$STEPS" --val-every 300 --lr 3e-4 --modes realistic=1 --threads 1 --workers 1 --seed 21 \
+    ${TRAIN_ARGS:-}
+# The validation's realistic simulation (train validates with seed 1234), refined by both weights.
+python3 examples/make_predictions.py --gt "$SET/instances.json" --mode realistic --seed 1234 --out "$OUT/realistic.json"
+for name in init fit; do
+    w=$INIT; [ $name = fit ] && w=$OUT/fit.pt
+    refine-masks run "$OUT/realistic.json" "$SET/images" -o "$OUT/realistic.$name.json" --weights "$w" \
+        --images-json "$SET/instances.json"
+done
+refine-masks eval --gt "$SET/instances.json" "$OUT/realistic.json" "$OUT/realistic.init.json" \
+    "$OUT/realistic.fit.json" --json "$OUT/eval.json"
