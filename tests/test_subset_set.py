@@ -9,8 +9,9 @@ from .conftest import load_script
 
 def _gt() -> dict:
     """Images 1..4 with 0, 2, 1 and 3 non-crowd masks; image 2 also has a crowd region."""
-    anns = [{"id": k, "image_id": i, "iscrowd": 0} for k, i in enumerate([2, 2, 3, 4, 4, 4])]
-    anns.append({"id": 99, "image_id": 2, "iscrowd": 1})
+    square = [[0.0, 0.0, 4.0, 0.0, 4.0, 4.0, 0.0, 4.0]]
+    anns = [{"id": k, "image_id": i, "iscrowd": 0, "segmentation": square} for k, i in enumerate([2, 2, 3, 4, 4, 4])]
+    anns.append({"id": 99, "image_id": 2, "iscrowd": 1, "segmentation": square})
     return {"info": {"v": 1}, "images": [{"id": i} for i in (1, 2, 3, 4)], "annotations": anns, "categories": []}
 
 

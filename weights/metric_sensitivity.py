@@ -64,14 +64,14 @@ def through_output_grid(mask: np.ndarray) -> np.ndarray:
 
 
 def edits(sigmas: tuple[float, ...] = (1.0, 1.5, 2.0)) -> dict[str, Callable]:
-    """Row name -> f(ann, mask, rng, height, width) giving the edited (H, W) mask or None (unchanged)."""
-    table = {"GT": lambda a, m, rng, h, w: m,
-             "GT through the 112x112 output grid": lambda a, m, rng, h, w: through_output_grid(m)}
+    """Row name -> f(ann, mask, rng) giving the edited (H, W) mask or None (unchanged)."""
+    table = {"GT": lambda a, m, rng: m,
+             "GT through the 112x112 output grid": lambda a, m, rng: through_output_grid(m)}
     for r in (-2, -1, 1, 2):
-        table[f"{'dilated' if r > 0 else 'eroded'} {abs(r)} px"] = lambda a, m, rng, h, w, r=r: morph(m, r)
-    table["shifted 1 px"] = lambda a, m, rng, h, w: shift(m, 1)
+        table[f"{'dilated' if r > 0 else 'eroded'} {abs(r)} px"] = lambda a, m, rng, r=r: morph(m, r)
+    table["shifted 1 px"] = lambda a, m, rng: shift(m, 1)
     for s in sigmas:
-        table[f"vertices +N(0, {s:g} px)"] = lambda a, m, rng, h, w, s=s: jitter_vertices(a, s, rng, h, w)
+        table[f"vertices +N(0, {s:g} px)"] = lambda a, m, rng, s=s: jitter_vertices(a, s, rng, *m.shape)
     return table
 
 
@@ -79,15 +79,15 @@ def sensitivity(gt: dict, seed: int = 0, sigmas: tuple[float, ...] = (1.0, 1.5, 
     """Evaluate every edit of the GT's non-crowd masks; returns (evaluate()'s result, RLE instances kept)."""
     images = {im["id"]: im for im in gt["images"]}
     anns = [a for a in gt["annotations"] if not a.get("iscrowd", 0)]
+    masks = [decode_mask(a, images[a["image_id"]]["height"], images[a["image_id"]]["width"],
+                         where=f"annotation {a.get('id')}") for a in anns]
     table = edits(sigmas)
     sources = []
-    for name, edit in table.items():
+    for edit in table.values():
         rng = np.random.default_rng(seed)  # each row sees the same noise stream
         records = []
-        for ann in anns:
-            h, w = images[ann["image_id"]]["height"], images[ann["image_id"]]["width"]
-            mask = decode_mask(ann, h, w, where=f"annotation {ann.get('id')}")
-            edited = edit(ann, mask, rng, h, w)
+        for ann, mask in zip(anns, masks):
+            edited = edit(ann, mask, rng)
             records.append({"image_id": ann["image_id"], "category_id": ann["category_id"], "score": 1.0,
                             "segmentation": encode_mask(mask if edited is None else edited)})
         sources.append(records)

@@ -3,23 +3,24 @@
     python weights/subset_set.py GT.json OUT.json --count N [--masks MIN-MAX]
 
 Keeps the image table's order and every annotation of a kept image (crowd regions too);
-``--masks`` keeps only images with MIN..MAX non-crowd masks. Used by measure.sh and memorise.sh.
+``--masks`` keeps only images with MIN..MAX masks that train uses (non-crowd, with a segmentation). Used by measure.sh and memorise.sh.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections import Counter
 from pathlib import Path
 
 from refine_cli.coco_io import write_json_atomic
+from refine_cli.train.data import trainable_annotations
 
 
 def subset(gt: dict, count: int, masks: tuple[int, int] | None = None) -> dict:
     """The first ``count`` images of ``gt`` (those with ``masks`` non-crowd masks if given) and their annotations."""
-    n = Counter(a["image_id"] for a in gt["annotations"] if not a.get("iscrowd"))
-    images = [im for im in gt["images"] if masks is None or masks[0] <= n[im["id"]] <= masks[1]][:count]
+    by_image = trainable_annotations(gt)
+    images = [im for im in gt["images"]
+              if masks is None or masks[0] <= len(by_image.get(im["id"], ())) <= masks[1]][:count]
     ids = {im["id"] for im in images}
     return {**gt, "images": images, "annotations": [a for a in gt["annotations"] if a["image_id"] in ids]}
 
