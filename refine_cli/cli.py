@@ -13,7 +13,7 @@ from . import __version__
 from .coco_io import InputError, read_predictions, write_json_atomic
 from .console import err_console, fail, progress_bar
 from .evaluate.command import eval_command
-from .model.checkpoint import CheckpointError, load_checkpoint
+from .model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .refiner import PRECISIONS, Refiner
 from .visualize import visualize_command
 
@@ -53,11 +53,14 @@ def main() -> None:
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
               help="bf16 autocast for the network; auto = bf16 on CUDA, fp32 on CPU.")
 @click.option("--update-bbox", is_flag=True, help="Also replace 'bbox' by the refined mask's tight box.")
+@click.option("--write-quality", is_flag=True,
+              help="Add 'refine_quality' to every refined record: the model's estimate of the input mask's "
+                   "IoU with the truth (needs a checkpoint with a quality gate, as the shipped one has).")
 @click.option("--skip-missing", is_flag=True, help="Keep records of missing/unreadable images unchanged.")
 @click.option("--overwrite", is_flag=True, help="Allow the output to replace the input file.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def run(predictions, images, output, weights, images_json, score_thr, box_expand, batch_size, device, threads,
-        precision, update_bbox, skip_missing, overwrite, debug):
+        precision, update_bbox, write_quality, skip_missing, overwrite, debug):
     """Refine every mask of PREDICTIONS (COCO results JSON) using the images in IMAGES."""
     from .engine import refine_predictions
 
@@ -72,6 +75,8 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
         model, _ = load_checkpoint(weights)
         if box_expand:
             model.cfg.box_expand = box_expand
+        if write_quality and model.gate is None:
+            raise click.UsageError(f"--write-quality: {weights} has no quality gate (see `refine-masks train-gate`)")
         preds = read_predictions(predictions, images_json)
         n_images = len({r["image_id"] for r in preds.records})
         with progress_bar() as bar:
@@ -85,7 +90,7 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
 
             summary = refine_predictions(preds, images, Refiner(model, _device(device), batch_size, precision),
                                          score_thr=score_thr, update_bbox=update_bbox, skip_missing=skip_missing,
-                                         on_image=on_image)
+                                         write_quality=write_quality, on_image=on_image)
         write_json_atomic(output, preds.document)
     except CheckpointError as e:
         fail(f"{e} (train one with `refine-masks train` or pass --weights)", debug)
@@ -183,6 +188,55 @@ def train(data, val, out, epochs, max_steps, batch_size, lr, val_every, device, 
         except (FileNotFoundError, CheckpointError, InputError) as e:
             fail(str(e), debug)
     err_console.print(f"best: {json.dumps(best)}")
+
+
+@main.command("train-gate")
+@click.option("--init", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Checkpoint whose cascade the gate learns to judge (kept frozen).")
+@click.option("--data", required=True,
+              help="Comma-separated COCO-format set folders (instances.json + images/); DIR*K simulates K times.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Checkpoint to write.")
+@click.option("--steps", type=click.IntRange(min=1), default=3000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Instances per step.")
+@click.option("--lr", type=click.FloatRange(0.0, min_open=True), default=2e-3, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Keep the simulated instances and cascade outputs here: written on the first run, read "
+                   "(if made from the same --init, --data and --seed) on later ones.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def train_gate(init, data, out, steps, batch_size, lr, threads, seed, cache, debug):
+    """Add a quality gate to a trained refiner: it learns, per instance and pixel, when to keep the input mask."""
+    from .train.data import load_sets
+    from .train.gate import GATE_SIMULATIONS, attach_gate, build_cache, load_cache, save_cache
+    from .train.gate import train_gate as fit_gate
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        model, ckpt = load_checkpoint(init)
+        entries = load_sets(data.split(","))
+    except (FileNotFoundError, CheckpointError, InputError) as e:
+        fail(str(e), debug)
+    key = {"init": str(init), "data": data, "seed": seed, "simulations": GATE_SIMULATIONS}
+    with progress_bar() as bar:
+        instances = load_cache(cache, key) if cache and cache.exists() else None
+        if instances is None:
+            task = bar.add_task("simulating + cascade", total=len(entries), rate="")
+            instances = build_cache(model, entries, seed, progress=lambda i, n: bar.update(task, completed=i))
+            if cache:
+                save_cache(cache, instances, key)
+        attach_gate(model, seed)
+        task = bar.add_task("gate", total=steps, rate="")
+        result = fit_gate(model, instances, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                          progress=lambda i, n, losses: bar.update(task, completed=i, rate=" ".join(
+                              f"{k} {v:.3f}" for k, v in losses.items())))
+    meta = {**ckpt.get("meta", {}), "gate": {"init": str(init), "data": data.split(","), "steps": steps,
+                                             "batch_size": batch_size, "lr": lr, "seed": seed,
+                                             "instances": len(instances), "simulations": GATE_SIMULATIONS,
+                                             "final_losses": result}}
+    save_checkpoint(out, model, meta=meta)
+    err_console.print(f"gate: {len(instances)} cached instances, {steps} steps in {result['seconds']:.0f} s -> {out}")
 
 
 def _parse_modes(text: str) -> dict[str, float]:

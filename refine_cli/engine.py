@@ -83,9 +83,12 @@ def _changed(coarse: np.ndarray | None, crop: np.ndarray, x0: int, y0: int) -> i
 
 
 def refine_predictions(preds: Predictions, images_dir: Path, refiner: Refiner, *, score_thr: float = 0.0,
-                       update_bbox: bool = False, skip_missing: bool = False,
+                       update_bbox: bool = False, skip_missing: bool = False, write_quality: bool = False,
                        on_image: Callable[[int], None] | None = None) -> Summary:
     """Replace the segmentation of every refinable record of ``preds`` in place.
+
+    ``write_quality``: also set ``refine_quality`` (the gate's estimate of the coarse mask's IoU
+    with the truth) on every record that went through the model; the refiner must have a gate.
 
     Images are decoded one at a time and their masks dropped after encoding, so memory
     does not grow with the dataset. ``on_image(n_records)`` is called after each image.
@@ -95,14 +98,15 @@ def refine_predictions(preds: Predictions, images_dir: Path, refiner: Refiner, *
     paths = resolve_images(preds, Path(images_dir), skip_missing)
     for image_id, indices in group_by_image(preds.records).items():
         _refine_one_image(preds, image_id, indices, paths[image_id], refiner, score_thr, update_bbox,
-                          skip_missing, summary)
+                          skip_missing, write_quality, summary)
         if on_image:
             on_image(len(indices))
     summary.seconds = time.perf_counter() - start
     return summary
 
 
-def _refine_one_image(preds, image_id, indices, path, refiner, score_thr, update_bbox, skip_missing, summary):
+def _refine_one_image(preds, image_id, indices, path, refiner, score_thr, update_bbox, skip_missing, write_quality,
+                      summary):
     if path is None:
         summary.skipped[SKIP_IMAGE] += len(indices)
         return
@@ -138,8 +142,10 @@ def _refine_one_image(preds, image_id, indices, path, refiner, score_thr, update
             summary.skipped[reason] += 1
             continue
         todo.append(index), boxes.append(box), coarse.append(mask)
-    results = refiner.refine_image(image, np.array(boxes, np.float32).reshape(-1, 4), coarse)
-    for index, mask, (crop, x0, y0) in zip(todo, coarse, results):
+    results, qualities = refiner.refine_image_with_quality(image, np.array(boxes, np.float32).reshape(-1, 4), coarse)
+    for index, mask, (crop, x0, y0), quality in zip(todo, coarse, results, qualities):
+        if write_quality:
+            preds.records[index]["refine_quality"] = round(quality, 4)
         if not crop.any():
             summary.skipped[SKIP_REFINED_EMPTY] += 1
             continue

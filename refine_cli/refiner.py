@@ -75,7 +75,6 @@ class Refiner:
         """Context for every model call: bf16 autocast when enabled, else a no-op."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
-    @torch.inference_mode()
     def refine_image(self, image: np.ndarray, boxes_xywh: np.ndarray,
                      coarse: Sequence[np.ndarray | None]) -> list[tuple[np.ndarray, int, int]]:
         """Refine N instances of one image.
@@ -84,9 +83,17 @@ class Refiner:
         (H, W) uint8 masks, or None for box-only records. Returns per instance (crop, x0, y0):
         the binary refined mask on the pixels its expanded box covers (see ``paste_mask_in_box``).
         """
+        return self.refine_image_with_quality(image, boxes_xywh, coarse)[0]
+
+    @torch.inference_mode()
+    def refine_image_with_quality(self, image: np.ndarray, boxes_xywh: np.ndarray,
+                                  coarse: Sequence[np.ndarray | None]
+                                  ) -> tuple[list[tuple[np.ndarray, int, int]], list[float | None]]:
+        """:meth:`refine_image` plus the quality gate's per-instance estimate of each coarse mask's
+        IoU with the truth (None for every instance when the checkpoint has no gate)."""
         h, w = image.shape[:2]
         if len(coarse) == 0:
-            return []
+            return [], []
         cfg = self.cfg
         frames, grids = coarse_inputs(boxes_xywh, coarse, cfg.box_expand, cfg.stage_sizes[-1])
         scale = input_scale(h, w, cfg.short_side, cfg.max_size)
@@ -94,12 +101,13 @@ class Refiner:
         with self.autocast():
             feats = self.model.extract(x)
         rois = torch.cat([torch.zeros(len(frames), 1), frames * scale], dim=1).to(self.device)
-        results = []
+        results, qualities = [], []
         for start in range(0, len(frames), self.batch_size):
             sl = slice(start, start + self.batch_size)
             with self.autocast():
-                probs = self.model.refine(feats, rois[sl], grids[sl].to(self.device))
+                probs, quality = self.model.refine_with_quality(feats, rois[sl], grids[sl].to(self.device))
             probs = probs.float().cpu()
+            qualities += quality.float().cpu().tolist() if quality is not None else [None] * len(probs)
             for prob, frame in zip(probs[:, 0], frames[sl].tolist()):
                 results.append(paste_mask_in_box(prob, tuple(frame), h, w))
-        return results
+        return results, qualities

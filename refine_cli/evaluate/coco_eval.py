@@ -24,6 +24,8 @@ from rich.table import Table
 from rich.text import Text
 
 from refine_cli.evaluate.boundary import boundary_width, rle_to_boundary_rle
+from refine_cli.evaluate.by_quality import QualityError
+from refine_cli.evaluate.by_quality import by_quality as by_quality_rows
 
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
 # Positions of METRIC_KEYS in COCOeval.stats.
@@ -41,6 +43,7 @@ def evaluate(
     *,
     dilation_ratio: float = 0.02,
     per_category: bool = False,
+    by_quality: bool = False,
     names: list[str] | None = None,
 ) -> dict:
     """Mask AP and Boundary AP of each prediction source against one GT.
@@ -53,13 +56,15 @@ def evaluate(
             Records are not modified.
         dilation_ratio: boundary width as a fraction of the image diagonal.
         per_category: also report per-category AP and Boundary AP.
+        by_quality: also report mean IoU per bin of ``refine_quality`` (see
+            :mod:`refine_cli.evaluate.by_quality`); the files must align record by record.
         names: display names, one per prediction source (default: the path,
             or ``predictions[i]`` for in-memory sources).
 
     Returns:
         ``{"files": [{"name", "segm": {METRIC_KEYS}, "boundary": {METRIC_KEYS},
         "per_category": {cat_name: {"segm_AP", "boundary_AP"}}}], "num_images",
-        "num_gt", "dilation_ratio"}``; metrics in percent, undefined ones
+        "num_gt", "dilation_ratio"}`` (and ``"by_quality"`` rows); metrics in percent, undefined ones
         (no GT in that bucket) reported as 0.0.
 
     Raises:
@@ -78,16 +83,23 @@ def evaluate(
         # Parse every file before evaluating any, so a bad last file fails fast.
         coco_dts = [_load_predictions(source, name, coco_gt) for source, name in zip(predictions, names)]
         gt_boundaries = _BoundaryCache(coco_gt, dilation_ratio)
+        try:
+            quality_rows = by_quality_rows(coco_gt, coco_dts, names) if by_quality else None
+        except QualityError as e:
+            raise EvalInputError(str(e)) from None
         files = [
             _evaluate_one(coco_gt, coco_dt, name, gt_boundaries, dilation_ratio, per_category)
             for coco_dt, name in zip(coco_dts, names)
         ]
-    return {
+    metrics = {
         "files": files,
         "num_images": len(coco_gt.imgs),
         "num_gt": len(coco_gt.anns),
         "dilation_ratio": dilation_ratio,
     }
+    if quality_rows is not None:
+        metrics["by_quality"] = quality_rows
+    return metrics
 
 
 # ---------------------------------------------------------------- evaluation
@@ -341,7 +353,7 @@ def _result_annotation(record, index: int, name: str, coco_gt: COCO, default_sco
         raise EvalInputError(f"{where}: score must be a finite number, got {score!r}")
     img = coco_gt.imgs[image_id]
     rle = _to_rle(record["segmentation"], img["height"], img["width"], where)
-    return {
+    ann = {
         "id": index + 1,
         "image_id": image_id,
         "category_id": category_id,
@@ -350,6 +362,12 @@ def _result_annotation(record, index: int, name: str, coco_gt: COCO, default_sco
         "area": float(mask_utils.area(rle)),
         "iscrowd": 0,
     }
+    quality = record.get("refine_quality")
+    if quality is not None:
+        if isinstance(quality, bool) or not isinstance(quality, numbers.Real) or not math.isfinite(quality):
+            raise EvalInputError(f"{where}: refine_quality must be a finite number, got {quality!r}")
+        ann["refine_quality"] = float(quality)
+    return ann
 
 
 def _to_rle(segm, height: int, width: int, where: str) -> dict:
@@ -392,6 +410,8 @@ def render_tables(metrics: dict, console: Console) -> None:
     console.print(_summary_table(metrics))
     if metrics["files"] and "per_category" in metrics["files"][0]:
         console.print(_per_category_table(metrics))
+    if "by_quality" in metrics:
+        console.print(_by_quality_table(metrics))
 
 
 def _delta(value: float, base: float) -> Text:
@@ -446,4 +466,19 @@ def _per_category_table(metrics: dict) -> Table:
         for kind in ("segm_AP", "boundary_AP"):
             cells += _comparison_cells([f["per_category"][category][kind] for f in files])
         table.add_row(category, *cells)
+    return table
+
+
+def _by_quality_table(metrics: dict) -> Table:
+    files = metrics["files"]
+    table = Table(title="Mean IoU with the best-matching GT, by the refiner's quality estimate",
+                  caption="estimate: mean refine_quality of the bin (the model's guess of the input's IoU)")
+    table.add_column("refine_quality")
+    table.add_column("records", justify="right")
+    table.add_column("estimate", justify="right")
+    _comparison_columns(table, files, lambda name: f"IoU {name}")
+    for row in metrics["by_quality"]:
+        lo, hi = row["bin"]
+        table.add_row(f"[{lo:.2f}, {hi:.2f}{']' if hi >= 1 else ')'}", str(row["n"]), f"{row['estimate']:.3f}",
+                      *_comparison_cells([100 * v for v in row["iou"]]))
     return table

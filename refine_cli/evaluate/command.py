@@ -27,6 +27,9 @@ from refine_cli.evaluate.coco_eval import EvalInputError, evaluate, render_table
     help="Also write the metrics to this JSON file.",
 )
 @click.option("--per-category", is_flag=True, help="Add a per-category AP / Boundary AP table.")
+@click.option("--by-quality", is_flag=True,
+              help="Add mean IoU per bin of the refiner's quality estimate ('refine_quality', from "
+                   "`run --write-quality`); records of the files are matched by position.")
 @click.option(
     "--dilation-ratio",
     type=click.FloatRange(min=0, min_open=True, max=1),
@@ -35,7 +38,7 @@ from refine_cli.evaluate.coco_eval import EvalInputError, evaluate, render_table
     help="Boundary width as a fraction of the image diagonal.",
 )
 @click.pass_context
-def eval_command(ctx, gt_path, predictions, json_path, per_category, dilation_ratio):
+def eval_command(ctx, gt_path, predictions, json_path, per_category, by_quality, dilation_ratio):
     """Compare mask AP and Boundary AP of COCO result files (PREDICTIONS).
 
     Each file is a list of COCO result records (image_id, category_id, score,
@@ -43,7 +46,8 @@ def eval_command(ctx, gt_path, predictions, json_path, per_category, dilation_ra
     Differences are shown against the first file.
     """
     try:
-        metrics = evaluate(gt_path, list(predictions), dilation_ratio=dilation_ratio, per_category=per_category)
+        metrics = evaluate(gt_path, list(predictions), dilation_ratio=dilation_ratio, per_category=per_category,
+                           by_quality=by_quality)
     except EvalInputError as e:
         click.echo(f"error: {e}", err=True)
         ctx.exit(2)

@@ -31,6 +31,10 @@ class RefineMaskConfig:
     # Samples per RoI bin when cropping feature maps (torchvision MultiScaleRoIAlign's 2); 0 is
     # adaptive, which for large boxes made roi_align's backward the slowest op of a CPU step.
     roi_sampling_ratio: int = 2
+    # Quality gate (post-hoc addition, model/quality_gate.py): blends refined and coarse masks by
+    # the estimated quality of the coarse one, so near-perfect input comes back nearly unchanged.
+    quality_gate: bool = False
+    gate_channels: int = 16
     bar_train_width: int = 2
     bar_infer_width: int = 1
     bar_stages: tuple[int, ...] = (2, 3)  # stages whose loss / fusion is limited to the band

@@ -28,6 +28,7 @@ from torchvision.ops.poolers import LevelMapper
 from .backbone import BackboneWithFPN, EfficientNetLite0
 from .bar import band_bce, bar_fuse, bar_region
 from .config import RefineMaskConfig
+from .quality_gate import QualityGate, roi_log_size
 from .refine_head import RefineHead, roi_crop
 from .semantic_head import SemanticHead
 
@@ -53,6 +54,7 @@ class RefineMask(nn.Module):
         self.backbone = BackboneWithFPN(cfg.backbone, cfg.fpn_channels)
         self.semantic = SemanticHead(cfg.fpn_channels, cfg.semantic_channels, cfg.semantic_num_convs)
         self.head = RefineHead(cfg)
+        self.gate = QualityGate(cfg.gate_channels) if cfg.quality_gate else None
         self.level_mapper = LevelMapper(k_min=2, k_max=5)  # canonical FPN: 224 px -> P4
         efficientnet = isinstance(self.backbone.body, EfficientNetLite0)
         mean, std = ((127.0,) * 3, (128.0,) * 3) if efficientnet else (_IMAGENET_MEAN, _IMAGENET_STD)
@@ -92,7 +94,22 @@ class RefineMask(nn.Module):
 
     @torch.no_grad()
     def refine(self, feats: ImageFeatures, rois: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
-        """Inference: final (N, 1, 112, 112) probabilities with BAR fusion on the band stages."""
+        """Inference: final (N, 1, 112, 112) probabilities (see :meth:`refine_with_quality`)."""
+        return self.refine_with_quality(feats, rois, coarse)[0]
+
+    @torch.no_grad()
+    def refine_with_quality(self, feats: ImageFeatures, rois: torch.Tensor, coarse: torch.Tensor
+                            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """-> final (N, 1, 112, 112) probabilities and the gate's (N,) coarse-quality estimate
+        (None without a gate). With a gate, the cascade's output is blended with the coarse mask."""
+        fused = self.cascade_probs(feats, rois, coarse)
+        if self.gate is None:
+            return fused, None
+        gate, quality = self.gate(coarse, fused, self.rgb_crop(feats, rois), roi_log_size(rois))
+        return gate * fused + (1.0 - gate) * coarse, quality
+
+    def cascade_probs(self, feats: ImageFeatures, rois: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        """The cascade's (N, 1, 112, 112) probabilities with BAR fusion on the band stages."""
         logits = [logit.float() for logit in self.stage_logits(feats, rois, coarse)]  # fp32 under autocast too
         fused = logits[0].sigmoid()
         for k in range(1, len(logits)):
@@ -100,6 +117,9 @@ class RefineMask(nn.Module):
             fused = bar_fuse(fused, prob, self.cfg.bar_infer_width) if k in self.cfg.bar_stages else prob
         return fused
 
+    def rgb_crop(self, feats: ImageFeatures, rois: torch.Tensor) -> torch.Tensor:
+        """(N, 3, 112, 112) crop of the normalised input over each RoI (the gate's image evidence)."""
+        return roi_crop(feats.image, rois, self.cfg.stage_sizes[-1], 1.0, self.cfg.roi_sampling_ratio).float()
 
 def refinemask_loss(cfg: RefineMaskConfig, outputs: dict, gt: torch.Tensor,
                     sem_target: torch.Tensor, sem_weight: torch.Tensor) -> dict[str, torch.Tensor]:

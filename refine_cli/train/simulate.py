@@ -7,6 +7,7 @@ Modes (each seeded through the ``rng`` passed in):
   of a few pixels — blobby masks that miss or spill over parts.
 - ``polygon``: the GT contour simplified with ``cv2.approxPolyDP``.
 - ``box``: no mask at all (the detector gave only a box).
+- ``perfect``: the GT mask itself (with ``box_sigma=0`` the GT box too): what a refiner must not spoil.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 
 from ..boxes import crop_mask, paste_mask_in_box
 
-MODES = ("resolution", "realistic", "polygon", "box")
+MODES = ("resolution", "realistic", "polygon", "box", "perfect")
 
 
 def jitter_box(box: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
@@ -90,6 +91,8 @@ def simulate(gt: np.ndarray, gt_box: np.ndarray, mode: str, rng: np.random.Gener
         return polygon_mask(gt, rng), box
     if mode == "box":
         return None, box
+    if mode == "perfect":
+        return gt.copy(), box
     raise ValueError(f"unknown simulation mode {mode!r}; choose from {MODES}")
 
 

@@ -1,0 +1,175 @@
+"""Training the quality gate on a frozen cascade: cache the cascade's outputs once, then fit the gate.
+
+The gate's inputs (coarse crop, cascade output, RGB crop, RoI size) do not change while the cascade
+is frozen, so each simulated instance costs one backbone share and one head pass, not one per step.
+The cache holds every instance under each simulation mode, including perfect masks on the GT box
+and on a jittered box: the inputs on which refining must change (almost) nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..boxes import crop_masks
+from ..coco_io import decode_mask, mask_box
+from ..images import load_image
+from ..inputs import input_scale, to_input
+from ..model.quality_gate import QualityGate, roi_log_size
+from ..model.refinemask import RefineMask
+from ..refiner import coarse_inputs
+from .data import ImageEntry
+from .simulate import simulate
+
+# (mode, box jitter) per simulated copy of every instance. Perfect masks come twice: on the GT box
+# (a perfect detector) and on a jittered box (a good mask from a detector with ordinary boxes).
+GATE_SIMULATIONS = (("perfect", 0.0), ("perfect", 0.03), ("polygon", 0.03), ("resolution", 0.03),
+                    ("realistic", 0.03), ("box", 0.03))
+
+
+@dataclass
+class GateCache:
+    """N cached instances at S x S (S = the last stage size), stored compactly.
+
+    coarse, refined, gt: (N, 1, S, S) uint8 (probability x 255); rgb: (N, 3, S, S) int8 (normalised
+    crop x 127); log_size: (N, 2) float32; mode: (N,) index into GATE_SIMULATIONS.
+    """
+
+    coarse: torch.Tensor
+    refined: torch.Tensor
+    gt: torch.Tensor
+    rgb: torch.Tensor
+    log_size: torch.Tensor
+    mode: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.coarse)
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Float tensors of instances ``idx``: coarse, refined, gt in [0, 1], rgb normalised, log_size."""
+        return (self.coarse[idx].float() / 255, self.refined[idx].float() / 255, self.gt[idx].float() / 255,
+                self.rgb[idx].float() / 127, self.log_size[idx])
+
+
+def save_cache(path: str | os.PathLike, cache: GateCache, key: dict) -> None:
+    """Write ``cache`` with the ``key`` it was made from (atomically: temp file + rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"key": json.dumps(key, sort_keys=True), **asdict(cache)}, tmp)
+    os.replace(tmp, path)
+
+
+def load_cache(path: str | os.PathLike, key: dict) -> GateCache | None:
+    """The cache at ``path`` if it was made from ``key``, else None (it is then rebuilt)."""
+    data = torch.load(path, weights_only=True)
+    if data.pop("key", None) != json.dumps(key, sort_keys=True):
+        return None
+    return GateCache(**data)
+
+
+def _quantise(x: torch.Tensor, scale: float, dtype: torch.dtype) -> torch.Tensor:
+    return (x * scale).round().to(dtype)
+
+
+@torch.inference_mode()
+def build_cache(model: RefineMask, entries: list[ImageEntry], seed: int, min_area: float = 64.0,
+                progress=None) -> GateCache:
+    """Run the frozen cascade on every instance of ``entries`` under each of GATE_SIMULATIONS.
+
+    Images at the inference scale (no augmentation); entry i draws from ``default_rng([seed, i])``
+    (a set listed K times gives K different simulations of each instance).
+    """
+    cfg, size = model.cfg, model.cfg.stage_sizes[-1]
+    model.eval()
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("coarse", "refined", "gt", "rgb", "log_size", "mode")}
+    for i, e in enumerate(entries):
+        rng = np.random.default_rng([seed, i])
+        image = load_image(e.path)
+        h, w = image.shape[:2]
+        masks = [decode_mask(a, h, w, where=f"{e.path.name}: ann {a.get('id')}") for a in e.anns]
+        masks = [m for m in masks if m.sum() >= min_area]
+        gts, boxes, coarse, modes = [], [], [], []
+        for m in masks:
+            gt_box = np.array(mask_box(m), dtype=np.float64)
+            for k, (mode, sigma) in enumerate(GATE_SIMULATIONS):
+                c, box = simulate(m, gt_box, mode, rng, box_sigma=sigma, noise=rng.uniform(0.1, 0.35))
+                gts.append(m), boxes.append(box), coarse.append(c), modes.append(k)
+        if gts:
+            scale = input_scale(h, w, cfg.short_side, cfg.max_size)
+            feats = model.extract(to_input(image, scale, cfg.size_divisibility))
+            frames, grids = coarse_inputs(np.array(boxes).reshape(-1, 4), coarse, cfg.box_expand, size)
+            rois = torch.cat([torch.zeros(len(frames), 1), frames * scale], dim=1)
+            parts["coarse"].append(_quantise(grids, 255, torch.uint8))
+            parts["refined"].append(_quantise(model.cascade_probs(feats, rois, grids), 255, torch.uint8))
+            parts["gt"].append(_quantise(crop_masks(gts, frames, size), 255, torch.uint8))
+            parts["rgb"].append(_quantise(model.rgb_crop(feats, rois).clamp(-1, 1), 127, torch.int8))
+            parts["log_size"].append(roi_log_size(rois))
+            parts["mode"].append(torch.tensor(modes))
+        if progress:
+            progress(i + 1, len(entries))
+    return GateCache(**{k: torch.cat(v) for k, v in parts.items()})
+
+
+def coarse_iou(coarse: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """IoU of binarised (N, 1, S, S) coarse and GT crops: (N,), 1 where both are empty."""
+    c, g = coarse >= 0.5, gt >= 0.5
+    inter = (c & g).sum(dim=(1, 2, 3)).float()
+    union = (c | g).sum(dim=(1, 2, 3)).float()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+
+
+def gate_loss(gate_out: tuple[torch.Tensor, torch.Tensor], coarse, refined, gt,
+              quality_weight: float = 0.1) -> dict[str, torch.Tensor]:
+    """BCE of the blended mask against the GT crop, plus BCE of the quality estimate against the
+    coarse mask's IoU. The blend's gradient lives only where coarse and refined differ: the gate
+    learns whom to trust exactly where the choice matters."""
+    gate, quality = gate_out
+    blend = (gate * refined + (1 - gate) * coarse).clamp(1e-6, 1 - 1e-6)
+    return {"mask": F.binary_cross_entropy(blend, (gt >= 0.5).float()),
+            "quality": quality_weight * F.binary_cross_entropy(quality, coarse_iou(coarse, gt))}
+
+
+def train_gate(model: RefineMask, cache: GateCache, *, steps: int, batch_size: int = 64, lr: float = 2e-3,
+               seed: int = 0, progress=None) -> dict:
+    """Fit ``model.gate`` on ``cache`` (AdamW, cosine to 1 %); the rest of the model is untouched.
+
+    Returns the mean losses of the last 10 % of steps and the seconds taken.
+    """
+    gate = model.gate
+    gate.train()
+    opt = torch.optim.AdamW(gate.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * s / steps)))
+    gen = torch.Generator().manual_seed(seed)
+    start, tail = time.perf_counter(), []
+    for step in range(steps):
+        idx = torch.randint(len(cache), (batch_size,), generator=gen)
+        coarse, refined, gt, rgb, log_size = cache.batch(idx)
+        losses = gate_loss(gate(coarse, refined, rgb, log_size), coarse, refined, gt)
+        loss = sum(losses.values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step >= steps - max(steps // 10, 1):
+            tail.append({k: float(v.detach()) for k, v in losses.items()})
+        if progress:
+            progress(step + 1, steps, {k: float(v.detach()) for k, v in losses.items()})
+    gate.eval()
+    return {**{k: float(np.mean([t[k] for t in tail])) for k in tail[0]}, "seconds": time.perf_counter() - start}
+
+
+def attach_gate(model: RefineMask, seed: int = 0) -> RefineMask:
+    """Give ``model`` a freshly initialised gate (``quality_gate`` on in its config), in place."""
+    model.cfg = replace(model.cfg, quality_gate=True)
+    model.head.cfg = model.cfg
+    with torch.random.fork_rng():  # seeded init without touching the caller's random stream
+        torch.manual_seed(seed)
+        model.gate = QualityGate(model.cfg.gate_channels)
+    return model

@@ -1,0 +1,205 @@
+"""Quality gate: shapes, checkpoint round trip, what training it teaches, `run --write-quality`,
+`train-gate` end to end and `eval --by-quality`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from refine_cli.cli import main
+from refine_cli.coco_io import encode_mask
+from refine_cli.model.checkpoint import load_checkpoint, save_checkpoint
+from refine_cli.model.config import tiny_config
+from refine_cli.model.quality_gate import QualityGate, roi_log_size
+from refine_cli.model.refinemask import RefineMask
+from refine_cli.train.gate import (
+    GateCache,
+    attach_gate,
+    build_cache,
+    coarse_iou,
+    load_cache,
+    save_cache,
+    train_gate,
+)
+from refine_cli.train.simulate import simulate
+
+from .test_run import dataset  # noqa: F401  (fixture)
+from .test_train import tiny_set  # noqa: F401  (fixture)
+
+
+def _disc(n: int, size: int = 112) -> torch.Tensor:
+    """(n, 1, size, size) discs of varying radius, 1 inside."""
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    r = torch.linspace(20, 45, n)[:, None, None]
+    return (((yy - 56) ** 2 + (xx - 56) ** 2) < r ** 2).float()[:, None]
+
+
+def test_gate_shapes_and_untrained_gate_trusts_the_cascade():
+    gate = QualityGate(8)
+    coarse, refined = _disc(3), _disc(3).flip(-1)
+    g, q = gate(coarse, refined, torch.zeros(3, 3, 112, 112), torch.zeros(3, 2))
+    assert g.shape == (3, 1, 112, 112) and q.shape == (3,)
+    assert torch.all(g > 0.9) and torch.all((q > 0) & (q < 1))
+
+
+def test_roi_log_size():
+    rois = torch.tensor([[0, 10, 20, 10 + np.e, 20 + np.e ** 2], [0, 5, 5, 5, 5]], dtype=torch.float32)
+    assert torch.allclose(roi_log_size(rois), torch.tensor([[1.0, 2.0], [0.0, 0.0]]), atol=1e-5)
+
+
+def test_gated_model_blends_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    model = RefineMask(tiny_config(quality_gate=True, gate_channels=4)).eval()
+    images = torch.rand(1, 3, 128, 160) * 255
+    rois = torch.tensor([[0, 10, 10, 80, 90], [0, 40, 30, 150, 120]], dtype=torch.float32)
+    coarse = _disc(2)
+    feats = model.extract(images)
+    with torch.no_grad():
+        model.gate.instance[2].bias.fill_(-30.0)  # gate closed: the coarse mask comes back as it was
+    probs, quality = model.refine_with_quality(feats, rois, coarse)
+    assert torch.allclose(probs, coarse, atol=1e-6) and quality.shape == (2,)
+    assert not torch.allclose(model.cascade_probs(feats, rois, coarse), coarse, atol=1e-3)
+    path = tmp_path / "g.pt"
+    save_checkpoint(path, model)
+    loaded, _ = load_checkpoint(path)
+    assert loaded.gate is not None and torch.equal(loaded.refine(loaded.extract(images), rois, coarse), probs)
+
+
+def _cache(coarse, refined, gt) -> GateCache:
+    n = len(coarse)
+    q = lambda x: (x * 255).round().to(torch.uint8)  # noqa: E731
+    return GateCache(q(coarse), q(refined), q(gt), torch.zeros(n, 3, 112, 112, dtype=torch.int8),
+                     torch.zeros(n, 2), torch.zeros(n, dtype=torch.long))
+
+
+def test_training_teaches_the_gate_whom_to_trust():
+    """Half the instances: a clean coarse disc and a cascade output that shifted it (keep the coarse);
+    the other half: a disc with a notch cut out and a cascade output that is right (take the refined).
+    The notch is what tells the two apart."""
+    gt = _disc(64)
+    shifted = gt.roll(6, dims=-1)
+    notched = gt.clone()
+    notched[..., 40:72, 56:] = 0
+    coarse = torch.cat([gt[:32], notched[32:]])
+    refined = torch.cat([shifted[:32], gt[32:]])
+    cache = _cache(coarse, refined, gt)
+    model = attach_gate(RefineMask(tiny_config(gate_channels=8)))
+
+    def blend_iou():
+        with torch.no_grad():
+            c, r, g, rgb, ls = cache.batch(torch.arange(64))
+            gate, quality = model.gate(c, r, rgb, ls)
+            return coarse_iou(gate * r + (1 - gate) * c, g), quality
+
+    before, _ = blend_iou()
+    train_gate(model, cache, steps=120, batch_size=16, lr=5e-3)
+    after, quality = blend_iou()
+    assert after[:32].mean() > 0.99 > before[:32].mean()  # clean inputs come back unchanged
+    assert after[32:].mean() > 0.99  # and broken ones still get the cascade's fix
+    # the quality estimate follows the coarse masks' true IoU (1 for clean, lower for notched)
+    assert quality[:32].mean() > quality[32:].mean() + 0.05
+
+
+def test_build_cache_holds_every_simulation(tiny_set):  # noqa: F811
+    from refine_cli.train.data import load_sets
+    from refine_cli.train.gate import GATE_SIMULATIONS
+
+    torch.manual_seed(0)
+    model = RefineMask(tiny_config())
+    entries = load_sets([tiny_set])
+    cache = build_cache(model, entries, seed=0)
+    assert len(cache) == 6 * len(GATE_SIMULATIONS)  # 2 images x 3 instances
+    perfect = cache.mode == 0
+    c, _, g, _, _ = cache.batch(torch.nonzero(perfect).squeeze(1))
+    assert torch.all(coarse_iou(c, g) == 1.0)  # the GT mask on the GT box
+    again = build_cache(model, entries, seed=0)
+    assert torch.equal(cache.refined, again.refined) and torch.equal(cache.coarse, again.coarse)
+    path = tiny_set / "cache.pt"
+    save_cache(path, cache, {"seed": 0})
+    assert torch.equal(load_cache(path, {"seed": 0}).rgb, cache.rgb)
+    assert load_cache(path, {"seed": 1}) is None  # made from other inputs: rebuilt, not reused
+
+
+def test_perfect_simulation_is_the_gt_mask():
+    gt = np.zeros((40, 50), np.uint8)
+    gt[10:30, 5:25] = 1
+    mask, box = simulate(gt, np.array([5.0, 10.0, 20.0, 20.0]), "perfect", np.random.default_rng(0), box_sigma=0)
+    assert np.array_equal(mask, gt) and np.allclose(box, [5, 10, 20, 20])
+
+
+@pytest.fixture
+def gated_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "gated.pt"
+    save_checkpoint(path, RefineMask(tiny_config(quality_gate=True, gate_channels=4)).eval())
+    return path
+
+
+def test_run_write_quality(dataset, gated_checkpoint, box_checkpoint, tmp_path):  # noqa: F811
+    path, images, records = dataset
+    out = tmp_path / "out.json"
+    res = CliRunner().invoke(main, ["run", str(path), str(images), "-o", str(out), "--weights",
+                                    str(gated_checkpoint), "--device", "cpu", "--write-quality"])
+    assert res.exit_code == 0, res.output
+    refined = json.loads(out.read_text())
+    with_q = [r for r in refined if "refine_quality" in r]
+    assert len(with_q) == 4  # every record but the crowd region goes through the model
+    assert all(0.0 <= r["refine_quality"] <= 1.0 for r in with_q)
+    assert not any("refine_quality" in r for r in refined if r.get("iscrowd"))
+    res = CliRunner().invoke(main, ["run", str(path), str(images), "-o", str(out), "--weights",
+                                    str(box_checkpoint), "--device", "cpu", "--write-quality"])
+    assert res.exit_code == 2 and "has no quality gate" in res.output
+
+
+def test_train_gate_command_writes_a_gated_checkpoint(tiny_set, tmp_path):  # noqa: F811
+    torch.manual_seed(0)
+    init = tmp_path / "init.pt"
+    save_checkpoint(init, RefineMask(tiny_config()), meta={"recipe": "x"})
+    out = tmp_path / "gated.pt"
+    res = CliRunner().invoke(main, ["train-gate", "--init", str(init), "--data", str(tiny_set), "--out", str(out),
+                                    "--steps", "5", "--batch-size", "4"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    model, ckpt = load_checkpoint(out)
+    assert model.cfg.quality_gate and model.gate is not None
+    assert ckpt["meta"]["recipe"] == "x" and ckpt["meta"]["gate"]["instances"] == 36
+    base, _ = load_checkpoint(init)
+    assert all(torch.equal(v, base.state_dict()[k]) for k, v in model.state_dict().items() if k in base.state_dict())
+    res = CliRunner().invoke(main, ["train-gate", "--init", str(tmp_path / "nope.pt"), "--data", str(tiny_set),
+                                    "--out", str(out)])
+    assert res.exit_code == 2 and "nope.pt" in res.output
+
+
+def _square(h, w, x0, y0, x1, y1):
+    m = np.zeros((h, w), np.uint8)
+    m[y0:y1, x0:x1] = 1
+    return m
+
+
+def test_eval_by_quality_bins_records_and_scores_their_iou(tmp_path):
+    gt = {"images": [{"id": 1, "height": 40, "width": 40}], "categories": [{"id": 1, "name": "a"}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 100.0,
+                           "bbox": [0, 0, 10, 10], "segmentation": encode_mask(_square(40, 40, 0, 0, 10, 10))},
+                          {"id": 2, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 400.0,
+                           "bbox": [20, 20, 20, 20], "segmentation": encode_mask(_square(40, 40, 20, 20, 40, 40))}]}
+    coarse = [{"image_id": 1, "category_id": 1, "score": 1.0, "segmentation": encode_mask(_square(40, 40, 0, 0, 10, 5))},
+              {"image_id": 1, "category_id": 1, "score": 1.0, "segmentation": encode_mask(_square(40, 40, 20, 20, 40, 40))}]
+    refined = [dict(coarse[0], segmentation=encode_mask(_square(40, 40, 0, 0, 10, 10)), refine_quality=0.3),
+               dict(coarse[1], refine_quality=0.97)]
+    paths = []
+    for name, data in (("gt", gt), ("coarse", coarse), ("refined", refined)):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(data))
+    out = tmp_path / "m.json"
+    res = CliRunner().invoke(main, ["eval", "--gt", str(paths[0]), str(paths[1]), str(paths[2]), "--by-quality",
+                                    "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(out.read_text())["by_quality"]
+    assert [r["bin"] for r in rows] == [[0.0, 0.5], [0.95, 1.0]] and [r["n"] for r in rows] == [1, 1]
+    assert rows[0]["iou"] == pytest.approx([0.5, 1.0]) and rows[1]["iou"] == pytest.approx([1.0, 1.0])
+    assert "refine_quality" in res.output
+    res = CliRunner().invoke(main, ["eval", "--gt", str(paths[0]), str(paths[1]), "--by-quality"])
+    assert res.exit_code == 2 and "write-quality" in res.output
