@@ -13,7 +13,7 @@ import pycocotools.mask as mask_utils
 import pytest
 from click.testing import CliRunner
 
-from refine_cli.visualize import (
+from refine_cli.visualize.drawing import (
     CAPTION_HEIGHT,
     COARSE_RGB,
     FILL_ALPHA,
@@ -21,10 +21,9 @@ from refine_cli.visualize import (
     GT_RGB,
     REFINED_RGB,
     crop_scale,
-    mask_iou,
-    match_gt,
-    visualize_command,
 )
+from refine_cli.visualize.command import visualize_command
+from refine_cli.visualize.selection import mask_iou, match_gt
 
 # pycocotools' decode trips a numpy 2 deprecation on every call; it is not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
