@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,7 +21,9 @@ from .coco_io import (
     mask_box,
 )
 from .images import ImageReadError, load_image
-from .refiner import Refiner
+
+if TYPE_CHECKING:  # only a type here; validate imports this module before torch is worth loading
+    from .refiner import Refiner
 
 # Why a record is written back unchanged (counted in the summary).
 SKIP_CROWD = "crowd region"

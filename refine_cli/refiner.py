@@ -9,6 +9,7 @@ import torch
 
 from .boxes import crop_masks, expand_boxes, paste_mask_in_box, xywh_to_xyxy
 from .inputs import input_scale, to_input
+from .model.config import PRECISIONS
 from .model.refinemask import RefineMask
 
 
@@ -39,9 +40,6 @@ def coarse_inputs(boxes_xywh: np.ndarray, coarse: Sequence[np.ndarray | None], b
     if have:
         grids[have] = crop_masks([coarse[i] for i in have], frames[have], size)
     return frames, grids
-
-
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def uses_bf16(precision: str, device: torch.device) -> bool:

@@ -5,10 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
 
-from refine_cli.coco_io import write_json_atomic
-from refine_cli.evaluate.coco_eval import EvalInputError, evaluate, render_tables
+from refine_cli.options import FiniteFloat
 
 
 @click.command("eval")
@@ -29,7 +27,7 @@ from refine_cli.evaluate.coco_eval import EvalInputError, evaluate, render_table
 @click.option("--per-category", is_flag=True, help="Add a per-category AP / Boundary AP table.")
 @click.option(
     "--dilation-ratio",
-    type=click.FloatRange(min=0, min_open=True, max=1),
+    type=FiniteFloat(min=0, min_open=True, max=1),
     default=0.02,
     show_default=True,
     help="Boundary width as a fraction of the image diagonal.",
@@ -42,6 +40,12 @@ def eval_command(ctx, gt_path, predictions, json_path, per_category, dilation_ra
     segmentation as RLE or polygons) or a COCO dataset with 'annotations'.
     Differences are shown against the first file.
     """
+    # Imported here, not at the top, so that `refine-masks --help` does not load pycocotools and rich.
+    from rich.console import Console
+
+    from refine_cli.coco_io import write_json_atomic
+    from refine_cli.evaluate.coco_eval import EvalInputError, evaluate, render_tables
+
     try:
         metrics = evaluate(gt_path, list(predictions), dilation_ratio=dilation_ratio, per_category=per_category)
     except EvalInputError as e:
