@@ -91,7 +91,7 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
             model.cfg.box_expand = box_expand
         n_images = len({r["image_id"] for r in preds.records})
         with progress_bar() as bar:
-            task = bar.add_task("refining", total=n_images, rate="")
+            task = bar.add_task("refining images", total=n_images, rate="")
             done = [0]
 
             def on_image(n: int) -> None:
@@ -200,7 +200,7 @@ def train(data, val, out, epochs, max_steps, batch_size, lr, val_every, device, 
                         train_backbone_from=int(train_backbone_from) if train_backbone_from else None,
                         backbone_lr=backbone_lr)
     with progress_bar() as bar:
-        task = bar.add_task("training", total=None, rate="")
+        task = bar.add_task("training steps", total=None, rate="")
 
         def progress(step: int, total: int, losses: dict) -> None:
             bar.update(task, completed=step, total=total,

@@ -135,6 +135,7 @@ def test_writes_one_png_per_image_at_input_size(scene):
     assert (out / "index.html").is_file()
     assert "2 images written, 1 skipped" in result.stderr
     assert "2 instances drawn, 2 crops" in result.stderr
+    assert "drawing images: 1/2 (50%) 1 inst" in result.stderr  # no terminal: progress as log lines
     assert not list(out.glob(".*.tmp"))  # temp files were all renamed
 
 

@@ -44,10 +44,14 @@ def eval_command(ctx, gt_path, predictions, json_path, per_category, dilation_ra
     from rich.console import Console
 
     from refine_cli.coco_io import write_json_atomic
+    from refine_cli.console import progress_bar
     from refine_cli.evaluate.coco_eval import EvalInputError, evaluate, render_tables
 
     try:
-        metrics = evaluate(gt_path, list(predictions), dilation_ratio=dilation_ratio, per_category=per_category)
+        with progress_bar() as bar:
+            task = bar.add_task("evaluating (mask AP, Boundary AP per file)", total=2 * len(predictions), rate="")
+            metrics = evaluate(gt_path, list(predictions), dilation_ratio=dilation_ratio, per_category=per_category,
+                               on_step=lambda: bar.update(task, advance=1))
     except EvalInputError as e:
         click.echo(f"error: {e}", err=True)
         ctx.exit(2)

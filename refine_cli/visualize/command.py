@@ -46,7 +46,7 @@ def visualize_command(coarse, images, refined, gt_path, output, images_json, sco
         plan = plan_images(coarse_preds, refined_preds, images, score_thr=score_thr, max_images=max_images,
                            image_ids=set(image_ids))
         with progress_bar() as bar:
-            task = bar.add_task("drawing", total=len(plan.indices), rate="")
+            task = bar.add_task("drawing images", total=len(plan.indices), rate="")
             drawn = [0]
 
             def on_image(n: int) -> None:
