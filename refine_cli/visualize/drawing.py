@@ -25,6 +25,8 @@ CROP_MAX_PANEL = 400  # px: ... unless a panel side would pass this
 CROP_MARGIN = 0.25  # context around the object in a crop, as a fraction of its box side
 CROP_GAP = 4  # px of white between the panels of a strip
 CAPTION_HEIGHT = 22  # px: caption bar above each crop panel
+MAX_LABELS = 10  # per overview image; the gallery's table lists every instance
+LABEL_PAD = 2  # px around a label's text
 
 
 @dataclass
@@ -41,14 +43,21 @@ class CropSource:
 
 
 def _line_width(shape: tuple[int, ...]) -> int:
-    """Contour width for an (H, W, ...) canvas: 2 px up to ~800 px, growing so big images stay readable.
+    """Refined contour width for an (H, W, ...) canvas: 2 px up to ~800 px, growing so big images stay readable.
 
     Never 1: an anti-aliased 1-px line spreads over two pixels and reaches neither colour fully."""
     return max(2, round(max(shape[:2]) / 320))
 
 
+def contour_widths(shape: tuple[int, ...]) -> dict[str, int]:
+    """Coarse widest, GT narrower, refined narrowest, drawn in that order: where the three boundaries
+    coincide (most of a good mask) each still shows as a 1-px band beside the one drawn over it."""
+    width = _line_width(shape)
+    return {"coarse": width + 4, "GT": width + 2, "refined": width}
+
+
 def _font_scale(shape: tuple[int, ...]) -> float:
-    return max(0.35, max(shape[:2]) / 1600)
+    return max(0.4, max(shape[:2]) / 1200)
 
 
 def fill(canvas: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> None:
@@ -70,68 +79,97 @@ def _ascii(text: str) -> str:
     return text.encode("ascii", "replace").decode("ascii")
 
 
-def _text_box(canvas: np.ndarray, text: str, x: int, y: int, background: tuple[int, int, int],
-              foreground: tuple[int, int, int], scale: float) -> None:
-    """``text`` on a filled box whose bottom-left corner is at (x, y), moved as needed to stay inside the canvas."""
+def _label_rect(shape: tuple[int, ...], text: str, x: int, y: int, scale: float) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of ``text``'s box with its bottom-left corner at (x, y), moved inside the canvas."""
     (width, height), baseline = cv2.getTextSize(text, FONT, scale, 1)
-    pad = 2
-    box_w, box_h = width + 2 * pad, height + baseline + 2 * pad
-    x = min(max(x, 0), max(canvas.shape[1] - box_w, 0))
-    y = min(max(y, box_h), canvas.shape[0])
-    cv2.rectangle(canvas, (x, y - box_h), (x + box_w, y), background, cv2.FILLED)
-    cv2.putText(canvas, text, (x + pad, y - baseline - pad), FONT, scale, foreground, 1, cv2.LINE_AA)
+    box_w, box_h = width + 2 * LABEL_PAD, height + baseline + 2 * LABEL_PAD
+    x = min(max(x, 0), max(shape[1] - box_w, 0))
+    y = min(max(y, box_h), shape[0])
+    return x, y - box_h, x + box_w, y
 
 
-def _instance_text(stats: InstanceStats) -> str:
-    score = f" {stats.score:.2f}" if stats.score is not None else ""
+def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def instance_text(stats: InstanceStats, with_score: bool = True) -> str:
+    score = f" {stats.score:.2f}" if with_score and stats.score is not None else ""
     return _ascii(f"{stats.label}{score}")
 
 
-def draw_label(canvas: np.ndarray, instance: Instance, colour: tuple[int, int, int], scale: float) -> None:
-    """Label and score on the instance's fill colour, just above the top-left of its masks' box."""
-    masks = [m for m in (instance.refined, instance.coarse) if m is not None]
-    box = mask_box(np.logical_or.reduce(masks))
-    if box is not None:
-        _text_box(canvas, _instance_text(instance.stats), int(box[0]), int(box[1]), colour, (0, 0, 0),
-                  scale)
+def draw_labels(canvas: np.ndarray, instances: list[Instance], colours: list[tuple[int, int, int]],
+                scale: float) -> int:
+    """Labels above the top-left corner of the instances' boxes, most changed first, at most MAX_LABELS and
+    none over another (busy scenes otherwise become a pile of text). Returns how many were drawn.
+
+    The score is shown only when the image's scores differ: a column of "1.00" says nothing.
+    """
+    with_score = len({i.stats.score for i in instances}) > 1
+    placed: list[tuple[int, int, int, int]] = []
+    for k in sorted(range(len(instances)), key=lambda k: (-instances[k].stats.change, instances[k].stats.index)):
+        if len(placed) == MAX_LABELS:
+            break
+        instance = instances[k]
+        box = mask_box(np.logical_or.reduce([m for m in (instance.refined, instance.coarse) if m is not None]))
+        if box is None:
+            continue
+        text = instance_text(instance.stats, with_score)
+        rect = _label_rect(canvas.shape, text, int(box[0]), int(box[1]), scale)
+        if any(_overlaps(rect, other) for other in placed):
+            continue
+        x0, y0, x1, y1 = rect
+        cv2.rectangle(canvas, (x0, y0), (x1, y1), colours[k], cv2.FILLED)
+        baseline = cv2.getTextSize(text, FONT, scale, 1)[1]
+        cv2.putText(canvas, text, (x0 + LABEL_PAD, y1 - baseline - LABEL_PAD), FONT, scale, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+        placed.append(rect)
+    return len(placed)
 
 
-def draw_legend(canvas: np.ndarray, entries: list[tuple[str, tuple[int, int, int]]], scale: float) -> None:
-    """A dark box in the top-left corner with a line in each entry's colour next to its name."""
-    sizes = [cv2.getTextSize(name, FONT, scale, 1) for name, _ in entries]
+def draw_legend(canvas: np.ndarray, entries: list[tuple[str, tuple[int, int, int], int]], scale: float,
+                occupied: np.ndarray) -> None:
+    """A dark box with a line in each entry's colour and width next to its name, in the corner where it
+    covers the fewest pixels of the (H, W) ``occupied`` mask (top-left on a tie)."""
+    sizes = [cv2.getTextSize(name, FONT, scale, 1) for name, _, _ in entries]
     text_w = max(w for (w, _), _ in sizes)
     text_h = max(h + b for (_, h), b in sizes)
-    pad, swatch, row = 4, 2 * text_h, text_h + 4
-    cv2.rectangle(canvas, (0, 0), (3 * pad + swatch + text_w, 2 * pad + row * len(entries)), (40, 40, 40),
-                  cv2.FILLED)
-    for i, (name, colour) in enumerate(entries):
-        middle = pad + i * row + row // 2
-        cv2.line(canvas, (pad, middle), (pad + swatch, middle), colour, 3, cv2.LINE_AA)
-        cv2.putText(canvas, name, (2 * pad + swatch, middle + text_h // 3), FONT, scale, (255, 255, 255), 1,
+    pad, swatch = 4, 2 * text_h
+    row = max(text_h, max(width for _, _, width in entries)) + 4
+    box_w, box_h = min(3 * pad + swatch + text_w, canvas.shape[1]), min(2 * pad + row * len(entries), canvas.shape[0])
+    height, width = canvas.shape[:2]
+    corners = [(0, 0), (width - box_w, 0), (0, height - box_h), (width - box_w, height - box_h)]
+    x0, y0 = min(corners, key=lambda c: np.count_nonzero(occupied[c[1]:c[1] + box_h, c[0]:c[0] + box_w]))
+    cv2.rectangle(canvas, (x0, y0), (x0 + box_w, y0 + box_h), (40, 40, 40), cv2.FILLED)
+    for i, (name, colour, line_width) in enumerate(entries):
+        middle = y0 + pad + i * row + row // 2
+        cv2.line(canvas, (x0 + pad, middle), (x0 + pad + swatch, middle), colour, line_width, cv2.LINE_AA)
+        cv2.putText(canvas, name, (x0 + 2 * pad + swatch, middle + text_h // 3), FONT, scale, (255, 255, 255), 1,
                     cv2.LINE_AA)
 
 
 def render_image(image: np.ndarray, instances: list[Instance],
                  gts: list[tuple[object, np.ndarray]] | None) -> np.ndarray:
-    """(H, W, 3) RGB overview of an (H, W, 3) RGB image: refined fills, then GT, coarse and refined contours
-    (refined last: it is the result being judged), labels and the legend."""
+    """(H, W, 3) RGB overview of an (H, W, 3) RGB image: refined fills, then coarse, GT and refined contours
+    at decreasing widths (see contour_widths), labels and the legend."""
     canvas = image.copy()
-    thickness, scale = _line_width(canvas.shape), _font_scale(canvas.shape)
+    widths, scale = contour_widths(canvas.shape), _font_scale(canvas.shape)
     colours = [FILL_RGBS[i % len(FILL_RGBS)] for i in range(len(instances))]
     for instance, colour in zip(instances, colours):
         if instance.refined is not None:
             fill(canvas, instance.refined, colour)
+    for instance in instances:
+        if instance.coarse is not None:
+            contour(canvas, instance.coarse, COARSE_RGB, widths["coarse"])
     for _, gt in gts or []:
-        contour(canvas, gt, GT_RGB, thickness)
-    for attribute, colour in (("coarse", COARSE_RGB), ("refined", REFINED_RGB)):
-        for instance in instances:
-            mask = getattr(instance, attribute)
-            if mask is not None:
-                contour(canvas, mask, colour, thickness)
-    for instance, colour in zip(instances, colours):
-        draw_label(canvas, instance, colour, scale)
+        contour(canvas, gt, GT_RGB, widths["GT"])
+    for instance in instances:
+        if instance.refined is not None:
+            contour(canvas, instance.refined, REFINED_RGB, widths["refined"])
+    draw_labels(canvas, instances, colours, scale)
     legend = [("coarse", COARSE_RGB), ("refined", REFINED_RGB)] + ([("GT", GT_RGB)] if gts is not None else [])
-    draw_legend(canvas, legend, scale)
+    masks = [m for i in instances for m in (i.coarse, i.refined) if m is not None] + [m for _, m in gts or []]
+    occupied = np.logical_or.reduce(masks) if masks else np.zeros(canvas.shape[:2], bool)
+    draw_legend(canvas, [(name, colour, widths[name]) for name, colour in legend], scale, occupied)
     return canvas
 
 
@@ -187,7 +225,7 @@ def render_strip(source: CropSource, has_gt: bool) -> np.ndarray:
     image = zoom(source.image)
     stats = source.stats
     panels = [
-        _panel(image, None, (0, 0, 0), _instance_text(stats)),
+        _panel(image, None, (0, 0, 0), instance_text(stats)),
         _panel(image, zoom(source.coarse), COARSE_RGB, _with_gt_iou("coarse", stats.iou_gt_coarse)),
         _panel(image, zoom(source.refined), REFINED_RGB, _with_gt_iou("refined", stats.iou_gt_refined)),
     ]

@@ -12,7 +12,7 @@ import numpy as np
 from .drawing import COARSE_RGB, GT_RGB, REFINED_RGB
 from .selection import InstanceStats, Plan
 
-THUMB_WIDTH = 320  # px: gallery thumbnail width
+TILE_WIDTH = 560  # px: gallery tile width (320 was too small to judge an edge); a click shows full size
 
 
 @dataclass
@@ -44,16 +44,21 @@ class Gallery:
 
 
 
+# The viewer is CSS only (":target", no script): a click on a tile opens #view-<id>, the image as wide as
+# the window with pixelated upscaling, so an edge can be judged pixel by pixel (it scrolls when taller
+# than the window); a click anywhere closes it.
 _CSS = """
 body{font-family:sans-serif;margin:1.5em;background:#fafafa;color:#222}
 .grid{display:flex;flex-wrap:wrap;gap:1em}
-.card{background:#fff;border:1px solid #ddd;padding:.5em;width:%dpx}
-.card img{width:100%%;height:auto;display:block}
+.card{background:#fff;border:1px solid #ddd;padding:.5em;width:%dpx;max-width:100%%}
+.card img{width:100%%;height:auto;display:block;cursor:zoom-in}
+.viewer{display:none;position:fixed;inset:0;z-index:9;overflow:auto;background:rgba(0,0,0,.88);cursor:zoom-out}
+.viewer:target{display:block}.card .viewer img{width:100%%;margin:1em 0;image-rendering:pixelated;cursor:zoom-out}
 figure{margin:0 0 1.2em}figure img{max-width:100%%;height:auto;border:1px solid #ddd}
 table{border-collapse:collapse;font-size:.85em}td,th{padding:2px 6px;border-bottom:1px solid #eee;text-align:right}
 .sw{display:inline-block;width:1.6em;height:.5em;margin:0 .3em 0 1em;vertical-align:middle}
 .meta{color:#555;font-size:.9em}
-""" % THUMB_WIDTH
+""" % TILE_WIDTH
 
 
 def _e(value: object) -> str:
@@ -116,9 +121,13 @@ def _image_html(page: PageImage, has_gt: bool) -> str:
         gt = f"<td>{_num(s.iou_gt_coarse)}</td><td>{_num(s.iou_gt_refined)}</td>" if has_gt else ""
         rows.append(f"<tr><td>{s.index}</td><td>{_e(s.label)}</td><td>{_num(s.score)}</td>"
                     f"<td>{_num(s.iou)}</td>{gt}</tr>")
-    return (f'<div class="card"><a href="{_href(page.png)}"><img src="{_href(page.png)}" loading="lazy" '
+    view = f"view-{page.image_id}"
+    return (f'<div class="card"><a href="#{view}"><img src="{_href(page.png)}" loading="lazy" '
             f'alt="image {page.image_id}"></a>'
-            f"<p>image {page.image_id} · {_e(page.source.name)}<br>{len(page.instances)} instances · "
+            f'<a class="viewer" id="{view}" href="#"><img src="{_href(page.png)}" loading="lazy" '
+            f'alt="image {page.image_id}, full size"></a>'
+            f'<p>image {page.image_id} · {_e(page.source.name)} · <a href="{_href(page.png)}">PNG</a><br>'
+            f"{len(page.instances)} instances · "
             f"mean IoU(coarse, refined) {_num(page.mean_iou)}</p>"
             f"<details><summary>instances</summary><table>{head}{''.join(rows)}</table></details></div>")
 
