@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -28,7 +28,10 @@ def test_help_imports_no_heavy_library(args):
 
 
 def test_help_within_the_bar():
-    start = time.perf_counter()
+    # CPU time of the child, not wall time: on a shared 2-core machine the wall clock mostly measures the
+    # neighbours, while what the 1.5 s is about (imports) is all CPU.
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run([sys.executable, "-m", "refine_cli", "--help"], check=True, capture_output=True, timeout=60,
                    cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert time.perf_counter() - start < 1.5
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime) < 1.5
