@@ -102,11 +102,12 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
             summary = refine_predictions(preds, images, Refiner(model, _device(device), batch_size, precision),
                                          score_thr=score_thr, update_bbox=update_bbox, skip_missing=skip_missing,
                                          on_image=on_image)
-        write_json_atomic(output, preds.document)
     except CheckpointError as e:
         fail(f"{e} (train one with `refine-masks train` or pass --weights)", debug)
-    except InputError as e:
+    except (InputError, OSError) as e:
         fail(str(e), debug)
+    try:
+        write_json_atomic(output, preds.document)
     except OSError as e:
         # Named after the output, not write_json_atomic's temp file, which the user never asked for.
         fail(f"{output}: cannot write ({e.strerror or e})", debug)

@@ -149,3 +149,19 @@ def test_example_with_a_bad_last_record_fails_in_seconds_without_torch(tmp_path)
     assert time.perf_counter() - start < 10
     assert out.stdout.split() == ["False", "2"], out.stdout + out.stderr
     assert f"record {len(records) - 1}" in out.stderr and "mask size" in out.stderr
+
+
+def test_a_write_failure_at_the_end_names_the_output_not_a_temp_file(scene, box_checkpoint, monkeypatch):
+    """The folder can vanish during the job: the one line names the output the user asked for."""
+    import refine_cli.coco_io
+
+    def vanished(path, document):
+        raise FileNotFoundError(2, "No such file or directory", f"{path}.1234.tmp")
+    monkeypatch.setattr(refine_cli.coco_io, "write_json_atomic", vanished)
+    tmp_path, images, records = scene
+    path = tmp_path / "pred.json"
+    path.write_text(json.dumps(records))
+    res = CliRunner().invoke(main, ["run", str(path), str(images), "-o", str(tmp_path / "out.json"),
+                                    "--weights", str(box_checkpoint)])
+    lines = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert res.exit_code == 2 and lines == [f"error: {tmp_path / 'out.json'}: cannot write (No such file or directory)"]
