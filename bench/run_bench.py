@@ -22,6 +22,7 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -32,11 +33,9 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode
 
-from refine_cli.boxes import crop_masks, expand_boxes, paste_mask_in_box, xywh_to_xyxy
 from refine_cli.coco_io import (
     decode_mask,
     encode_mask,
-    encode_mask_in_box,
     find_image,
     group_by_image,
     read_predictions,
@@ -44,7 +43,6 @@ from refine_cli.coco_io import (
 )
 from refine_cli.engine import (
     SKIP_REFINED_EMPTY,
-    _changed,
     refine_predictions,
     resolve_images,
 )
@@ -187,47 +185,18 @@ def e2e_pass(case: Case, refiner: Refiner, out: Path) -> tuple[float, int, list[
     return time.perf_counter() - start, summary.refined + summary.skipped[SKIP_REFINED_EMPTY], preds.records
 
 
-@torch.inference_mode()
 def instrumented_pass(case: Case, refiner: Refiner, out: Path) -> tuple[Counter, list[dict]]:
-    """`run` stage by stage: the functions engine._refine_one_image and Refiner.refine_image call, in
-    their order, each stage timed. Assumes every record has a box and a mask (true of both data sets), so
-    of the engine's skip rules only "empty coarse mask" (4 records of the example) is mirrored.
-    -> (seconds per stage, records)."""
-    t, device, model, cfg = Counter(), refiner.device, refiner.model, refiner.cfg
-    with timed(t, "json I/O", device):
+    """The end-to-end pass with the engine's timing hooks on: -> (seconds per stage, records).
+
+    refine_predictions and Refiner.refine_image name their stages (engine.Timer); each is timed here
+    with a CUDA synchronize at its end, so the split is of the code `run` executes, not of a copy.
+    """
+    t = Counter()
+    timer = partial(timed, t, device=refiner.device)
+    with timer("json I/O"):
         preds = read_predictions(case.predictions)
-    paths = resolve_images(preds, case.images, skip_missing=False)
-    for image_id, indices in group_by_image(preds.records).items():
-        with timed(t, "decode", device):
-            image = load_image(paths[image_id])
-        h, w = image.shape[:2]
-        with timed(t, "masks in", device):
-            coarse = [decode_mask(preds.records[i], h, w, where="", contiguous=False) for i in indices]
-            kept = [(i, m) for i, m in zip(indices, coarse) if m.any()]  # the engine skips empty masks
-            indices, coarse = [i for i, _ in kept], [m for _, m in kept]
-            if not kept:
-                continue
-            boxes = xywh_to_xyxy(torch.tensor([preds.records[i]["bbox"] for i in indices], dtype=torch.float32))
-            frames = expand_boxes(boxes, cfg.box_expand)
-            grids = crop_masks(coarse, frames, cfg.stage_sizes[-1])
-        with timed(t, "resize", device):
-            scale = input_scale(h, w, cfg.short_side, cfg.max_size)
-            x = to_input(image, scale, cfg.size_divisibility).to(device, memory_format=torch.channels_last)
-        with timed(t, "backbone", device), refiner.autocast():
-            feats = model.extract(x)
-        rois = torch.cat([torch.zeros(len(frames), 1), frames * scale], dim=1).to(device)
-        for start in range(0, len(frames), refiner.batch_size):
-            sl = slice(start, start + refiner.batch_size)
-            with timed(t, "head", device), refiner.autocast():
-                probs = model.refine(feats, rois[sl], grids[sl].to(device)).float().cpu()
-            for index, mask, prob, frame in zip(indices[sl], coarse[sl], probs[:, 0], frames[sl].tolist()):
-                with timed(t, "paste+encode", device):
-                    crop, x0, y0 = paste_mask_in_box(prob, tuple(frame), h, w)
-                    if crop.any():
-                        preds.records[index]["segmentation"] = encode_mask_in_box(crop, x0, y0, h, w)
-                with timed(t, "diff stats", device):
-                    _changed(mask, crop, x0, y0)
-    with timed(t, "json I/O", device):
+    refine_predictions(preds, case.images, refiner, timer=timer)
+    with timer("json I/O"):
         write_json_atomic(out, preds.document)
     return t, preds.records
 

@@ -1,4 +1,8 @@
-"""Command line: thin click wrappers that parse options, call the modules and report."""
+"""Command line: thin click wrappers that parse options, call the modules and report.
+
+Only click and the standard library are imported here: torch, numpy, OpenCV and rich cost seconds, so
+each command body imports what it uses, and `--help`, `--version` and input errors come back at once.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +10,19 @@ import json
 from pathlib import Path
 
 import click
-import torch
-from rich.table import Table
 
 from . import __version__
-from .coco_io import InputError, read_predictions, write_json_atomic
-from .console import err_console, fail, progress_bar
 from .evaluate.command import eval_command
-from .model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .refiner import PRECISIONS, Refiner
-from .visualize import visualize_command
+from .model.config import PRECISIONS
+from .options import FiniteFloat
+from .visualize.command import visualize_command
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "refinemask_effl0.pt"
 
 
 def _device(name: str) -> str:
+    import torch
+
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
@@ -43,9 +45,9 @@ def main() -> None:
               show_default="weights/refinemask_effl0.pt", help="Checkpoint to load.")
 @click.option("--images-json", type=click.Path(dir_okay=False, path_type=Path),
               help="COCO JSON whose 'images' map image ids to file names.")
-@click.option("--score-thr", type=float, default=0.0, show_default=True,
+@click.option("--score-thr", type=FiniteFloat(), default=0.0, show_default=True,
               help="Records scoring below this are written back unchanged.")
-@click.option("--box-expand", type=click.FloatRange(min=1.0), default=None,
+@click.option("--box-expand", type=FiniteFloat(min=1.0), default=None,
               help="Scale boxes about their centre before crop and paste [default: the checkpoint's].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="RoIs per forward.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
@@ -62,13 +64,28 @@ def main() -> None:
 def run(predictions, images, output, weights, images_json, score_thr, box_expand, batch_size, device, threads,
         precision, update_bbox, write_quality, skip_missing, overwrite, debug):
     """Refine every mask of PREDICTIONS (COCO results JSON) using the images in IMAGES."""
-    from .engine import refine_predictions
+    from .coco_io import InputError, read_predictions, write_json_atomic
+    from .console import fail, progress_bar
+    from .validate import check_inputs, check_output
 
     output = output or predictions.with_name(predictions.stem + ".refined.json")
     if output.resolve() == predictions.resolve() and not overwrite:
         raise click.UsageError(f"{output} is the input file; pass --overwrite to replace it")
     if not images.is_dir():
         fail(f"{images}: not a directory of images", False)
+    try:
+        check_output(output)
+        preds = read_predictions(predictions, images_json)
+        check_inputs(preds, images, skip_missing)
+    except InputError as e:
+        fail(str(e), debug)
+    # Everything that can be checked without the network has passed: only now pay for torch.
+    import torch
+
+    from .engine import refine_predictions
+    from .model.checkpoint import CheckpointError, load_checkpoint
+    from .refiner import Refiner
+
     if threads:
         torch.set_num_threads(threads)
     try:
@@ -77,10 +94,9 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
             model.cfg.box_expand = box_expand
         if write_quality and model.gate is None:
             raise click.UsageError(f"--write-quality: {weights} has no quality gate (see `refine-masks train-gate`)")
-        preds = read_predictions(predictions, images_json)
         n_images = len({r["image_id"] for r in preds.records})
         with progress_bar() as bar:
-            task = bar.add_task("refining", total=n_images, rate="")
+            task = bar.add_task("refining images", total=n_images, rate="")
             done = [0]
 
             def on_image(n: int) -> None:
@@ -91,11 +107,19 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
             summary = refine_predictions(preds, images, Refiner(model, _device(device), batch_size, precision),
                                          score_thr=score_thr, update_bbox=update_bbox, skip_missing=skip_missing,
                                          write_quality=write_quality, on_image=on_image)
-        write_json_atomic(output, preds.document)
     except CheckpointError as e:
         fail(f"{e} (train one with `refine-masks train` or pass --weights)", debug)
     except (InputError, OSError) as e:
         fail(str(e), debug)
+    try:
+        write_json_atomic(output, preds.document)
+    except OSError as e:
+        # Named after the output, not write_json_atomic's temp file, which the user never asked for.
+        fail(f"{output}: cannot write ({e.strerror or e})", debug)
+    from rich.table import Table
+
+    from .console import err_console
+
     table = Table(title="refine-masks run", show_header=False)
     table.add_column(overflow="fold")
     table.add_column(overflow="fold")
@@ -119,7 +143,7 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
 @click.option("--epochs", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many steps.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=2, show_default=True, help="Images per step.")
-@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--lr", type=FiniteFloat(), default=1e-3, show_default=True)
 @click.option("--val-every", type=click.IntRange(min=0), default=0, help="Validate every N steps [default: per epoch].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=1, show_default=True, help="Data-loading processes.")
@@ -140,10 +164,10 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
 @click.option("--train-backbone-from", type=click.Choice(["2", "4", "8", "16", "32"]), default=None,
               help="Also train the backbone's layers at this output stride and coarser (2 = all of it); "
                    "frozen by default. Its BatchNorm statistics stay fixed.")
-@click.option("--backbone-lr", type=click.FloatRange(0.0, min_open=True), default=1.0, show_default=True,
+@click.option("--backbone-lr", type=FiniteFloat(0.0, min_open=True), default=1.0, show_default=True,
               help="Rate of the backbone layers --train-backbone-from trains, as a multiple of --lr "
                    "(a resumed run keeps the factor it started with).")
-@click.option("--ema", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=None,
+@click.option("--ema", type=FiniteFloat(0.0, 1.0, min_open=True, max_open=True), default=None,
               help="Validate and save an exponential moving average of the weights with this decay "
                    "(e.g. 0.999); off by default.")
 @click.option("--no-pretrained", is_flag=True, help="Random backbone init (tests).")
@@ -151,6 +175,11 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
 def train(data, val, out, epochs, max_steps, batch_size, lr, val_every, device, workers, precision, threads, seed,
           resume, init, config_json, modes, train_backbone_from, backbone_lr, ema, no_pretrained, debug):
     """Train the refiner on simulated coarse masks and keep the best checkpoint by validation."""
+    import torch
+
+    from .coco_io import InputError
+    from .console import err_console, fail, progress_bar
+    from .model.checkpoint import CheckpointError
     from .model.config import RefineMaskConfig
     from .train.loop import TrainOptions
     from .train.loop import train as run_training
@@ -177,7 +206,7 @@ def train(data, val, out, epochs, max_steps, batch_size, lr, val_every, device, 
                         train_backbone_from=int(train_backbone_from) if train_backbone_from else None,
                         backbone_lr=backbone_lr)
     with progress_bar() as bar:
-        task = bar.add_task("training", total=None, rate="")
+        task = bar.add_task("training steps", total=None, rate="")
 
         def progress(step: int, total: int, losses: dict) -> None:
             bar.update(task, completed=step, total=total,
@@ -198,7 +227,7 @@ def train(data, val, out, epochs, max_steps, batch_size, lr, val_every, device, 
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Checkpoint to write.")
 @click.option("--steps", type=click.IntRange(min=1), default=3000, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Instances per step.")
-@click.option("--lr", type=click.FloatRange(0.0, min_open=True), default=2e-3, show_default=True)
+@click.option("--lr", type=FiniteFloat(0.0, min_open=True), default=2e-3, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -207,6 +236,11 @@ def train(data, val, out, epochs, max_steps, batch_size, lr, val_every, device, 
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def train_gate(init, data, out, steps, batch_size, lr, threads, seed, cache, debug):
     """Add a quality gate to a trained refiner: it learns, per instance and pixel, when to keep the input mask."""
+    import torch
+
+    from .coco_io import InputError
+    from .console import err_console, fail, progress_bar
+    from .model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
     from .train.data import load_sets
     from .train.gate import GATE_SIMULATIONS, attach_gate, build_cache, load_cache, save_cache
     from .train.gate import train_gate as fit_gate

@@ -250,11 +250,28 @@ def decode_mask(record: dict, height: int, width: int, *, where: str, contiguous
     return np.ascontiguousarray(mask) if contiguous else mask
 
 
-def _polygons_to_rle(polygons: list[list[float]], height: int, width: int, where: str) -> dict:
-    """Rasterise polygon parts (pycocotools' rasteriser, the one COCO eval uses) into one compressed RLE."""
+def check_mask(record: dict, height: int, width: int, *, where: str) -> None:
+    """Raise InputError where decode_mask would, without decoding: RLE size and counts, polygon parts.
+
+    Lets `run` reject a bad mask in its last record before the first image is refined.
+    """
+    segmentation = record.get("segmentation")
+    kind = _segmentation_kind(segmentation, where)
+    if kind == "rle":
+        _checked_rle(segmentation, height, width, where)
+    elif kind == "polygons":
+        _check_polygon_parts(segmentation, where)
+
+
+def _check_polygon_parts(polygons: list[list[float]], where: str) -> None:
     for index, part in enumerate(polygons):
         if len(part) % 2:
             raise InputError(f"{where}: polygon {index} has an odd number of coordinates ({len(part)})")
+
+
+def _polygons_to_rle(polygons: list[list[float]], height: int, width: int, where: str) -> dict:
+    """Rasterise polygon parts (pycocotools' rasteriser, the one COCO eval uses) into one compressed RLE."""
+    _check_polygon_parts(polygons, where)
     parts = [part for part in polygons if len(part) >= 6]
     if not parts:
         return mask_utils.frPyObjects({"size": [height, width], "counts": [height * width]}, height, width)

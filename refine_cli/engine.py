@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,7 +22,9 @@ from .coco_io import (
     mask_box,
 )
 from .images import ImageReadError, load_image
-from .refiner import Refiner
+
+if TYPE_CHECKING:  # only a type here; validate imports this module before torch is worth loading
+    from .refiner import Refiner
 
 # Why a record is written back unchanged (counted in the summary).
 SKIP_CROWD = "crowd region"
@@ -31,6 +35,11 @@ SKIP_DEGENERATE = "zero or negative box"
 SKIP_OUTSIDE = "box outside the image"
 SKIP_IMAGE = "image missing or unreadable (--skip-missing)"
 SKIP_REFINED_EMPTY = "refined mask empty (coarse kept)"
+
+# Timing hook: ``timer(stage)`` wraps each stage of the work (the bench's time split). The stages are
+# "decode", "masks in", "paste+encode", "diff stats" here and "masks in", "resize", "backbone", "head",
+# "paste+encode" in Refiner.refine_image. The default, nullcontext, costs nothing.
+Timer = Callable[[str], AbstractContextManager]
 
 
 @dataclass
@@ -84,21 +93,22 @@ def _changed(coarse: np.ndarray | None, crop: np.ndarray, x0: int, y0: int) -> i
 
 def refine_predictions(preds: Predictions, images_dir: Path, refiner: Refiner, *, score_thr: float = 0.0,
                        update_bbox: bool = False, skip_missing: bool = False, write_quality: bool = False,
-                       on_image: Callable[[int], None] | None = None) -> Summary:
+                       on_image: Callable[[int], None] | None = None, timer: Timer = nullcontext) -> Summary:
     """Replace the segmentation of every refinable record of ``preds`` in place.
 
     ``write_quality``: also set ``refine_quality`` (the gate's estimate of the coarse mask's IoU
     with the truth) on every record that went through the model; the refiner must have a gate.
 
     Images are decoded one at a time and their masks dropped after encoding, so memory
-    does not grow with the dataset. ``on_image(n_records)`` is called after each image.
+    does not grow with the dataset. ``on_image(n_records)`` is called after each image;
+    ``timer`` (see Timer) times the stages.
     """
     start = time.perf_counter()
     summary = Summary()
     paths = resolve_images(preds, Path(images_dir), skip_missing)
     for image_id, indices in group_by_image(preds.records).items():
         _refine_one_image(preds, image_id, indices, paths[image_id], refiner, score_thr, update_bbox,
-                          skip_missing, write_quality, summary)
+                          skip_missing, write_quality, summary, timer)
         if on_image:
             on_image(len(indices))
     summary.seconds = time.perf_counter() - start
@@ -106,12 +116,13 @@ def refine_predictions(preds: Predictions, images_dir: Path, refiner: Refiner, *
 
 
 def _refine_one_image(preds, image_id, indices, path, refiner, score_thr, update_bbox, skip_missing, write_quality,
-                      summary):
+                      summary, timer):
     if path is None:
         summary.skipped[SKIP_IMAGE] += len(indices)
         return
     try:
-        image = load_image(path)
+        with timer("decode"):
+            image = load_image(path)
     except ImageReadError as e:
         if not skip_missing:
             raise InputError(f"{preds.path}: record {indices[0]}: {e}") from e
@@ -133,7 +144,8 @@ def _refine_one_image(preds, image_id, indices, path, refiner, score_thr, update
         if record.get("score", 1.0) < score_thr:
             summary.skipped[SKIP_SCORE] += 1
             continue
-        mask = decode_mask(record, height, width, where=where, contiguous=False)
+        with timer("masks in"):
+            mask = decode_mask(record, height, width, where=where, contiguous=False)
         if mask is not None and not mask.any():
             summary.skipped[SKIP_EMPTY] += 1
             continue
@@ -142,7 +154,8 @@ def _refine_one_image(preds, image_id, indices, path, refiner, score_thr, update
             summary.skipped[reason] += 1
             continue
         todo.append(index), boxes.append(box), coarse.append(mask)
-    results, qualities = refiner.refine_image_with_quality(image, np.array(boxes, np.float32).reshape(-1, 4), coarse)
+    results, qualities = refiner.refine_image_with_quality(image, np.array(boxes, np.float32).reshape(-1, 4), coarse,
+                                                           timer=timer)
     for index, mask, (crop, x0, y0), quality in zip(todo, coarse, results, qualities):
         if write_quality:
             preds.records[index]["refine_quality"] = round(quality, 4)
@@ -150,9 +163,11 @@ def _refine_one_image(preds, image_id, indices, path, refiner, score_thr, update
             summary.skipped[SKIP_REFINED_EMPTY] += 1
             continue
         record = preds.records[index]
-        record["segmentation"] = encode_mask_in_box(crop, x0, y0, height, width)
+        with timer("paste+encode"):
+            record["segmentation"] = encode_mask_in_box(crop, x0, y0, height, width)
         if update_bbox:
             x, y, w, h = mask_box(crop)
             record["bbox"] = [x + x0, y + y0, w, h]
         summary.refined += 1
-        summary.changed_pixels += _changed(mask, crop, x0, y0)
+        with timer("diff stats"):
+            summary.changed_pixels += _changed(mask, crop, x0, y0)

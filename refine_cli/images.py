@@ -66,3 +66,29 @@ def _first_line(exc: Exception) -> str:
     """OpenCV errors are multi-line with source locations; keep the message short."""
     text = str(exc).strip()
     return text.splitlines()[-1] if text else type(exc).__name__
+
+
+# EXIF orientations 5-8 rotate by 90 degrees, so the decoded image is the header's size transposed.
+_TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
+_EXIF_ORIENTATION = 0x0112
+
+
+def header_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(height, width) that ``load_image`` will return, read from the file header only; None when unsure.
+
+    Reads a few hundred bytes instead of decoding, so `run` can check every mask size against its image
+    before the model starts. None (the check waits for the decode) for files Pillow cannot parse and for
+    non-JPEG files with a rotating EXIF tag, where OpenCV's handling of the tag is not certain.
+    """
+    from PIL import Image  # only `run`'s up-front checks need Pillow
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+            jpeg = image.format == "JPEG"
+    except (OSError, ValueError, SyntaxError):  # UnidentifiedImageError is an OSError
+        return None
+    if orientation in _TRANSPOSING_ORIENTATIONS:
+        return (width, height) if jpeg else None
+    return height, width

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
 import torch
 
 from .boxes import crop_masks, expand_boxes, paste_mask_in_box, xywh_to_xyxy
 from .inputs import input_scale, to_input
+from .model.config import PRECISIONS
 from .model.refinemask import RefineMask
 
 
@@ -39,9 +41,6 @@ def coarse_inputs(boxes_xywh: np.ndarray, coarse: Sequence[np.ndarray | None], b
     if have:
         grids[have] = crop_masks([coarse[i] for i in have], frames[have], size)
     return frames, grids
-
-
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def uses_bf16(precision: str, device: torch.device) -> bool:
@@ -75,19 +74,22 @@ class Refiner:
         """Context for every model call: bf16 autocast when enabled, else a no-op."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
-    def refine_image(self, image: np.ndarray, boxes_xywh: np.ndarray,
-                     coarse: Sequence[np.ndarray | None]) -> list[tuple[np.ndarray, int, int]]:
+    def refine_image(self, image: np.ndarray, boxes_xywh: np.ndarray, coarse: Sequence[np.ndarray | None],
+                     timer: Callable[[str], AbstractContextManager] = nullcontext
+                     ) -> list[tuple[np.ndarray, int, int]]:
         """Refine N instances of one image.
 
         image: (H, W, 3) uint8 RGB; boxes_xywh: (N, 4) valid boxes (w, h > 0); coarse: N full-image
         (H, W) uint8 masks, or None for box-only records. Returns per instance (crop, x0, y0):
         the binary refined mask on the pixels its expanded box covers (see ``paste_mask_in_box``).
+        ``timer(stage)`` wraps each stage (engine.Timer names them).
         """
-        return self.refine_image_with_quality(image, boxes_xywh, coarse)[0]
+        return self.refine_image_with_quality(image, boxes_xywh, coarse, timer)[0]
 
     @torch.inference_mode()
     def refine_image_with_quality(self, image: np.ndarray, boxes_xywh: np.ndarray,
-                                  coarse: Sequence[np.ndarray | None]
+                                  coarse: Sequence[np.ndarray | None],
+                                  timer: Callable[[str], AbstractContextManager] = nullcontext
                                   ) -> tuple[list[tuple[np.ndarray, int, int]], list[float | None]]:
         """:meth:`refine_image` plus the quality gate's per-instance estimate of each coarse mask's
         IoU with the truth (None for every instance when the checkpoint has no gate)."""
@@ -95,19 +97,23 @@ class Refiner:
         if len(coarse) == 0:
             return [], []
         cfg = self.cfg
-        frames, grids = coarse_inputs(boxes_xywh, coarse, cfg.box_expand, cfg.stage_sizes[-1])
-        scale = input_scale(h, w, cfg.short_side, cfg.max_size)
-        x = to_input(image, scale, cfg.size_divisibility).to(self.device, memory_format=torch.channels_last)
-        with self.autocast():
+        with timer("masks in"):
+            frames, grids = coarse_inputs(boxes_xywh, coarse, cfg.box_expand, cfg.stage_sizes[-1])
+        with timer("resize"):
+            scale = input_scale(h, w, cfg.short_side, cfg.max_size)
+            x = to_input(image, scale, cfg.size_divisibility).to(self.device, memory_format=torch.channels_last)
+        with timer("backbone"), self.autocast():
             feats = self.model.extract(x)
         rois = torch.cat([torch.zeros(len(frames), 1), frames * scale], dim=1).to(self.device)
         results, qualities = [], []
         for start in range(0, len(frames), self.batch_size):
             sl = slice(start, start + self.batch_size)
-            with self.autocast():
-                probs, quality = self.model.refine_with_quality(feats, rois[sl], grids[sl].to(self.device))
-            probs = probs.float().cpu()
+            with timer("head"):
+                with self.autocast():
+                    probs, quality = self.model.refine_with_quality(feats, rois[sl], grids[sl].to(self.device))
+                probs = probs.float().cpu()
             qualities += quality.float().cpu().tolist() if quality is not None else [None] * len(probs)
             for prob, frame in zip(probs[:, 0], frames[sl].tolist()):
-                results.append(paste_mask_in_box(prob, tuple(frame), h, w))
+                with timer("paste+encode"):
+                    results.append(paste_mask_in_box(prob, tuple(frame), h, w))
         return results, qualities

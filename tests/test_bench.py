@@ -41,3 +41,17 @@ def test_peak_rss_is_the_childs_own_not_the_bench_process(bench, tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     assert os.wait4(proc.pid, 0)[2].ru_maxrss / 1024 > own - 256
     del ballast
+
+
+def test_instrumented_pass_times_every_stage_of_the_engine_and_matches_e2e(bench, tiny_model, tmp_path):
+    """The split comes from the engine's own hooks: every stage is timed, and the output is run's."""
+    from refine_cli.refiner import Refiner
+
+    records = json.loads((REPO / "examples" / "coco_val" / "predictions.json").read_text())
+    case = bench.Case("example", bench.write_records(tmp_path / "p.json", bench.first_images(records, 1)),
+                      REPO / "examples" / "coco_val" / "images")
+    refiner = Refiner(tiny_model)
+    _, _, e2e_records = bench.e2e_pass(case, refiner, tmp_path / "e2e.json")
+    stages, records = bench.instrumented_pass(case, refiner, tmp_path / "split.json")
+    assert set(stages) == set(bench.STAGES) and all(seconds > 0 for seconds in stages.values())
+    assert records == e2e_records

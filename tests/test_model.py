@@ -145,7 +145,7 @@ def test_checkpoint_rejects_mismatch(tmp_path, tiny_model):
     with pytest.raises(CheckpointError, match="not a refine-masks checkpoint"):
         load_checkpoint(path)
     path.write_bytes(b"garbage")
-    with pytest.raises(CheckpointError, match="not a loadable"):
+    with pytest.raises(CheckpointError, match="not a torch checkpoint"):
         load_checkpoint(path)
     with pytest.raises(CheckpointError, match="no checkpoint"):
         load_checkpoint(tmp_path / "missing.pt")

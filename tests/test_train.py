@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import cv2
 import numpy as np
@@ -58,6 +59,9 @@ def test_train_loss_falls_and_checkpoint_round_trips(tiny_set, tmp_path):
     out = tmp_path / "m.pt"
     res = _train(tiny_set, out, "--max-steps", "40", "--val-every", "20")
     assert res.exit_code == 0, res.output
+    # stderr is no terminal here, as in a log: progress comes as lines (the first step's at once, the end's).
+    assert re.search(r"^training steps: 1/40 \(2%\) stage0 \d", res.output, re.M), res.output
+    assert re.search(r"^training steps: 40/40 \(100%\)", res.output, re.M), res.output
     losses = _losses(out.with_suffix(".csv"))
     assert len(losses) == 40
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])

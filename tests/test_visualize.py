@@ -13,18 +13,22 @@ import pycocotools.mask as mask_utils
 import pytest
 from click.testing import CliRunner
 
-from refine_cli.visualize import (
+from refine_cli.visualize.drawing import (
     CAPTION_HEIGHT,
     COARSE_RGB,
     FILL_ALPHA,
     FILL_RGBS,
     GT_RGB,
     REFINED_RGB,
+    MAX_LABELS,
+    contour_widths,
     crop_scale,
-    mask_iou,
-    match_gt,
-    visualize_command,
+    draw_labels,
+    instance_text,
+    render_image,
 )
+from refine_cli.visualize.command import visualize_command
+from refine_cli.visualize.selection import Instance, InstanceStats, mask_iou, match_gt
 
 # pycocotools' decode trips a numpy 2 deprecation on every call; it is not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
@@ -136,6 +140,7 @@ def test_writes_one_png_per_image_at_input_size(scene):
     assert (out / "index.html").is_file()
     assert "2 images written, 1 skipped" in result.stderr
     assert "2 instances drawn, 2 crops" in result.stderr
+    assert "drawing images: 1/2 (50%) 1 inst" in result.stderr  # no terminal: progress as log lines
     assert not list(out.glob(".*.tmp"))  # temp files were all renamed
 
 
@@ -145,9 +150,10 @@ def test_contours_fill_and_untouched_pixels(scene):
     assert_close(drawn[80, 80], COARSE_RGB)  # coarse left edge, outside the refined mask
     assert_close(drawn[80, 129], REFINED_RGB)  # refined right edge, outside the coarse mask
     assert_close(drawn[105, 100], GT_RGB)  # GT bottom edge, below both predictions
-    # Inside the refined mask only, away from every contour: the translucent per-instance fill.
-    expected_fill = np.round(original[80, 126] * (1 - FILL_ALPHA) + np.array(FILL_RGBS[0]) * FILL_ALPHA)
-    assert_close(drawn[80, 126], tuple(expected_fill))
+    # Inside the refined mask, away from every contour (image 2, 15 px from each edge): the translucent fill.
+    drawn_2, original_2 = read_rgb(scene["out"] / "2.png"), make_image(2)
+    expected_fill = np.round(original_2[35, 50] * (1 - FILL_ALPHA) + np.array(FILL_RGBS[0]) * FILL_ALPHA)
+    assert_close(drawn_2[35, 50], tuple(expected_fill))
     # Far from every mask, label and the legend: unchanged.
     np.testing.assert_array_equal(drawn[110, 20], original[110, 20])
     np.testing.assert_array_equal(drawn[5:40, 140:], original[5:40, 140:])
@@ -190,8 +196,12 @@ def test_html_links_resolve_offline(scene):
     page = (out / "index.html").read_text(encoding="utf-8")
     collector = LinkCollector()
     collector.feed(page)
-    assert len(collector.links) == 2 * 2 + 2 * 2  # images and crops: each an <a href> around an <img src>
-    for link in collector.links:
+    # Per image: the tile's <img>, the full-size viewer's <img> and a PNG link; per crop an <a> around an <img>.
+    files = [link for link in collector.links if not link.startswith("#")]
+    assert len(files) == 2 * 3 + 2 * 2
+    viewers = {link[1:] for link in collector.links if link.startswith("#view-")}
+    assert viewers == {"view-1", "view-2"} and all(f'id="{v}"' in page for v in viewers)
+    for link in files:
         assert "://" not in link and not link.startswith("/"), link
         assert (out / unquote(link)).is_file(), link
     assert "<link" not in page and "<script" not in page
@@ -312,3 +322,37 @@ def test_crop_scale():
     assert crop_scale(10, 200) == pytest.approx(2.0)  # ... unless the panel would pass 400 px
     assert crop_scale(600, 900) == pytest.approx(400 / 900)  # big crops shrink to the cap
     assert crop_scale(200, 300) == 1.0
+
+
+def test_coinciding_contours_all_stay_visible():
+    """Coarse, GT and refined on the same boundary: each shows as its own band (coarse widest, refined on top)."""
+    mask = np.zeros((120, 160), np.uint8)
+    mask[40:80, 40:120] = 1
+    stats = InstanceStats(0, 1, "a", 1.0, 1.0, 1.0, 1.0)
+    canvas = render_image(np.full((120, 160, 3), 128, np.uint8), [Instance(stats, mask, mask, mask)],
+                          [(1, mask)])
+    column = canvas[:, 100]
+    widths = contour_widths(canvas.shape)
+    assert widths["coarse"] > widths["GT"] > widths["refined"] >= 2
+    # The bottom boundary row is 79; from there outwards the bands read refined, GT, coarse (each pixel
+    # nearest in colour to its band's, anti-aliasing blends the 1-px GT and coarse bands a little).
+    palette = {"refined": REFINED_RGB, "GT": GT_RGB, "coarse": COARSE_RGB, "image": (128, 128, 128)}
+
+    def nearest(pixel):
+        return min(palette, key=lambda name: np.abs(pixel.astype(int) - palette[name]).sum())
+
+    assert [nearest(column[79 + d]) for d in range(widths["coarse"] // 2 + 2)] == \
+        ["refined", "refined", "GT", "coarse", "image"]
+
+
+def test_labels_are_capped_do_not_overlap_and_skip_a_constant_score():
+    masks, instances = [], []
+    for k in range(30):  # 30 small objects in a row: their labels would all overlap
+        mask = np.zeros((200, 300), np.uint8)
+        mask[100:110, 5 + 9 * k:12 + 9 * k] = 1
+        instances.append(Instance(InstanceStats(k, 1, "person", 1.0, 1 - k / 100, None, None), mask, mask, None))
+    canvas = np.zeros((200, 300, 3), np.uint8)
+    colours = [FILL_RGBS[k % len(FILL_RGBS)] for k in range(30)]
+    drawn = draw_labels(canvas, instances, colours, 0.4)
+    assert 1 <= drawn <= MAX_LABELS and drawn < 30
+    assert instance_text(instances[0].stats, with_score=False) == "person"

@@ -14,6 +14,7 @@ import json
 import math
 import numbers
 import os
+from collections.abc import Callable
 
 import numpy as np
 import pycocotools.mask as mask_utils
@@ -45,6 +46,7 @@ def evaluate(
     per_category: bool = False,
     by_quality: bool = False,
     names: list[str] | None = None,
+    on_step: Callable[[], None] | None = None,
 ) -> dict:
     """Mask AP and Boundary AP of each prediction source against one GT.
 
@@ -60,6 +62,8 @@ def evaluate(
             :mod:`refine_cli.evaluate.by_quality`); the files must align record by record.
         names: display names, one per prediction source (default: the path,
             or ``predictions[i]`` for in-memory sources).
+        on_step: called after each of the 2 * len(predictions) evaluations
+            (mask AP, then Boundary AP, per source), for progress reports.
 
     Returns:
         ``{"files": [{"name", "segm": {METRIC_KEYS}, "boundary": {METRIC_KEYS},
@@ -88,7 +92,7 @@ def evaluate(
         except QualityError as e:
             raise EvalInputError(str(e)) from None
         files = [
-            _evaluate_one(coco_gt, coco_dt, name, gt_boundaries, dilation_ratio, per_category)
+            _evaluate_one(coco_gt, coco_dt, name, gt_boundaries, dilation_ratio, per_category, on_step or _no_step)
             for coco_dt, name in zip(coco_dts, names)
         ]
     metrics = {
@@ -178,10 +182,12 @@ class BoundaryCOCOeval(COCOeval):
         return ious
 
 
-def _evaluate_one(coco_gt, coco_dt, name, gt_boundaries, dilation_ratio, per_category) -> dict:
+def _evaluate_one(coco_gt, coco_dt, name, gt_boundaries, dilation_ratio, per_category, on_step) -> dict:
     """Both evaluations of one prediction source; see ``evaluate`` for the result."""
     segm = _run(COCOeval(coco_gt, coco_dt, iouType="segm"))
+    on_step()
     boundary = _run(BoundaryCOCOeval(coco_gt, coco_dt, gt_boundaries, dilation_ratio))
+    on_step()
     result = {"name": name, "segm": _summary(segm), "boundary": _summary(boundary)}
     if per_category:
         segm_ap, boundary_ap = _per_category_ap(segm), _per_category_ap(boundary)
@@ -190,6 +196,10 @@ def _evaluate_one(coco_gt, coco_dt, name, gt_boundaries, dilation_ratio, per_cat
             for cat_id, ap in segm_ap.items()
         }
     return result
+
+
+def _no_step() -> None:
+    pass
 
 
 def _run(coco_eval: COCOeval) -> COCOeval:

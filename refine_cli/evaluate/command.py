@@ -5,10 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
 
-from refine_cli.coco_io import write_json_atomic
-from refine_cli.evaluate.coco_eval import EvalInputError, evaluate, render_tables
+from refine_cli.options import FiniteFloat
 
 
 @click.command("eval")
@@ -32,7 +30,7 @@ from refine_cli.evaluate.coco_eval import EvalInputError, evaluate, render_table
                    "`run --write-quality`); records of the files are matched by position.")
 @click.option(
     "--dilation-ratio",
-    type=click.FloatRange(min=0, min_open=True, max=1),
+    type=FiniteFloat(min=0, min_open=True, max=1),
     default=0.02,
     show_default=True,
     help="Boundary width as a fraction of the image diagonal.",
@@ -45,9 +43,18 @@ def eval_command(ctx, gt_path, predictions, json_path, per_category, by_quality,
     segmentation as RLE or polygons) or a COCO dataset with 'annotations'.
     Differences are shown against the first file.
     """
+    # Imported here, not at the top, so that `refine-masks --help` does not load pycocotools and rich.
+    from rich.console import Console
+
+    from refine_cli.coco_io import write_json_atomic
+    from refine_cli.console import progress_bar
+    from refine_cli.evaluate.coco_eval import EvalInputError, evaluate, render_tables
+
     try:
-        metrics = evaluate(gt_path, list(predictions), dilation_ratio=dilation_ratio, per_category=per_category,
-                           by_quality=by_quality)
+        with progress_bar() as bar:
+            task = bar.add_task("evaluating (mask AP, Boundary AP per file)", total=2 * len(predictions), rate="")
+            metrics = evaluate(gt_path, list(predictions), dilation_ratio=dilation_ratio, per_category=per_category,
+                               by_quality=by_quality, on_step=lambda: bar.update(task, advance=1))
     except EvalInputError as e:
         click.echo(f"error: {e}", err=True)
         ctx.exit(2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -42,7 +43,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", overrides: dict
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for a corrupt or foreign file
-        raise CheckpointError(f"{path}: not a loadable torch checkpoint ({type(e).__name__}: {e})") from e
+        raise CheckpointError(f"{path}: {_why_unloadable(path, e)}") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a refine-masks checkpoint (expected format {FORMAT!r})")
     try:
@@ -50,7 +51,43 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", overrides: dict
         cfg = RefineMaskConfig.from_dict({"roi_sampling_ratio": 0, **ckpt["config"], **(overrides or {})})
         model = RefineMask(cfg)
         state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+        _check_fit(state, model.state_dict(), path)
         model.load_state_dict(state)
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: config and weights do not match ({e})") from e
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        raise CheckpointError(f"{path}: config and weights do not match ({_one_line(e)})") from e
     return model.eval(), ckpt
+
+
+def _why_unloadable(path: Path, error: Exception) -> str:
+    """One line on why torch.load failed, in place of torch's paragraphs.
+
+    Those paragraphs advise ``weights_only=False``, i.e. executing whatever the file pickled: never the
+    fix for a weights file, which holds only tensors and plain data.
+    """
+    unsafe = re.search(r"GLOBAL (\S+)", str(error))
+    if unsafe:
+        return f"holds a pickled Python object ({unsafe.group(1)}), not only tensors; not loaded, for safety"
+    with open(path, "rb") as f:
+        zipped = f.read(4) == b"PK\x03\x04"  # torch.save writes a zip archive
+    if zipped:
+        return f"damaged or truncated torch file ({_one_line(error)})"
+    return "not a torch checkpoint (corrupt, truncated, or another format)"
+
+
+def _check_fit(state: dict, expected: dict, path: Path) -> None:
+    """Missing, unexpected and wrongly shaped tensors counted in one line (load_state_dict lists every key)."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or reshaped:
+        example = (missing or unexpected or reshaped)[0]
+        raise CheckpointError(f"{path}: config and weights do not match: {len(missing)} missing, "
+                              f"{len(unexpected)} unexpected, {len(reshaped)} wrongly shaped tensors "
+                              f"(first: {example!r})")
+
+
+def _one_line(error: Exception) -> str:
+    """The first sentence of an exception's message, at most 120 characters."""
+    lines = str(error).strip().splitlines()
+    line = re.split(r"(?<=\.)\s", lines[0])[0] if lines else type(error).__name__
+    return line if len(line) <= 120 else line[:117] + "..."

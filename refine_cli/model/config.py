@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+# Numeric precisions of the network (see refiner.uses_bf16); here so the CLI can list them without torch.
+PRECISIONS = ("auto", "fp32", "bf16")
+
 
 @dataclass
 class RefineMaskConfig:
