@@ -11,6 +11,7 @@ from .config import RefineMaskConfig
 from .refinemask import RefineMask
 
 FORMAT = "refine-masks/1"
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "refinemask_effl0.pt"  # the shipped checkpoint
 
 
 class CheckpointError(Exception):
