@@ -84,7 +84,8 @@ def load_refiner(weights: str | os.PathLike | None = None, device: str = "cpu",
     """A :class:`MaskRefiner` on ``weights`` (None: the shipped checkpoint; a .onnx file from
     `refine-masks export` runs in onnxruntime). ``device``: "cpu", "cuda" or "auto".
     ``threads``: CPU threads (torch: ``torch.set_num_threads``, process-wide; onnxruntime: the
-    session's intra-op threads). Raises CheckpointError for a missing or unusable file.
+    session's intra-op threads). Raises CheckpointError for a missing or unusable file, ValueError
+    for an unknown or unavailable device.
     """
     weights = Path(weights) if weights is not None else DEFAULT_WEIGHTS
     if weights.suffix == ".onnx":
@@ -95,5 +96,9 @@ def load_refiner(weights: str | os.PathLike | None = None, device: str = "cpu",
         torch.set_num_threads(threads)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device: expected 'cpu', 'cuda' or 'auto', got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' requested but no CUDA device is available")
     model, _ = load_checkpoint(weights)
     return MaskRefiner(Refiner(model, device))

@@ -88,6 +88,11 @@ def test_bad_input_is_one_clear_error(refiner, change, message):
         refiner.refine(*change(*blobs(H, W)))
 
 
+def test_load_refiner_checks_the_device():
+    with pytest.raises(ValueError, match="device: expected"):
+        load_refiner(device="tpu")
+
+
 def test_shipped_weights_match_run_on_an_example_image():
     """load_refiner() (the shipped weights) on one example image equals run's engine on its records."""
     preds = read_predictions(EXAMPLE / "predictions.json")

@@ -12,6 +12,8 @@ import torch
 from click.testing import CliRunner
 from torchvision.ops import roi_align
 
+from refine_cli import load_refiner
+from refine_cli.api import MaskRefiner
 from refine_cli.cli import main
 from refine_cli.coco_io import encode_mask
 from refine_cli.model.checkpoint import save_checkpoint
@@ -103,6 +105,15 @@ def test_cli_run_onnx_equals_run_torch(exported, tmp_path):
         assert res.exit_code == 0, res.output
     assert json.loads(outs[".pt"].read_text()) == json.loads(outs[".onnx"].read_text())
     assert json.loads(outs[".pt"].read_text()) != records
+
+
+def test_load_refiner_runs_an_onnx_export(exported):
+    path, _, _ = exported
+    image, boxes, masks = blobs(96, 128)
+    via_onnx = load_refiner(path, threads=2)
+    assert isinstance(via_onnx.engine, OnnxRefiner)
+    want = MaskRefiner(Refiner(random_head_model())).refine(image, boxes, masks)
+    assert np.count_nonzero(via_onnx.refine(image, boxes, masks) != want) <= 0.001 * np.count_nonzero(want)
 
 
 def test_cli_errors_are_one_line(exported, tmp_path):
