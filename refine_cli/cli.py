@@ -17,6 +17,7 @@ from .model.checkpoint import DEFAULT_WEIGHTS, CheckpointError, load_checkpoint
 from .refiner import PRECISIONS, Refiner
 from .visualize import visualize_command
 
+
 def _device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
