@@ -13,11 +13,9 @@ import click
 
 from . import __version__
 from .evaluate.command import eval_command
-from .model.config import PRECISIONS
+from .model.config import DEFAULT_WEIGHTS, PRECISIONS
 from .options import FiniteFloat
 from .visualize.command import visualize_command
-
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "refinemask_effl0.pt"
 
 
 def _device(name: str) -> str:
@@ -42,7 +40,8 @@ def main() -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Output JSON [default: <predictions>.refined.json].")
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_WEIGHTS,
-              show_default="weights/refinemask_effl0.pt", help="Checkpoint to load.")
+              show_default="weights/refinemask_effl0.pt",
+              help="Checkpoint to load; a .onnx file (from `export`) runs in onnxruntime.")
 @click.option("--images-json", type=click.Path(dir_okay=False, path_type=Path),
               help="COCO JSON whose 'images' map image ids to file names.")
 @click.option("--score-thr", type=FiniteFloat(), default=0.0, show_default=True,
@@ -89,10 +88,16 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
     if threads:
         torch.set_num_threads(threads)
     try:
-        model, _ = load_checkpoint(weights)
+        if weights.suffix == ".onnx":
+            from .onnx_runtime import OnnxRefiner
+
+            refiner = OnnxRefiner(weights, device, threads)
+        else:
+            model, _ = load_checkpoint(weights)
+            refiner = Refiner(model, _device(device), batch_size, precision)
         if box_expand:
-            model.cfg.box_expand = box_expand
-        if write_quality and model.gate is None:
+            refiner.cfg.box_expand = box_expand
+        if write_quality and getattr(getattr(refiner, "model", None), "gate", None) is None:
             raise click.UsageError(f"--write-quality: {weights} has no quality gate (see `refine-masks train-gate`)")
         n_images = len({r["image_id"] for r in preds.records})
         with progress_bar() as bar:
@@ -104,9 +109,8 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
                 rate = done[0] / max(bar.tasks[task].elapsed or 1e-9, 1e-9)
                 bar.update(task, advance=1, rate=f"{done[0]} inst, {rate:.1f} inst/s")
 
-            summary = refine_predictions(preds, images, Refiner(model, _device(device), batch_size, precision),
-                                         score_thr=score_thr, update_bbox=update_bbox, skip_missing=skip_missing,
-                                         write_quality=write_quality, on_image=on_image)
+            summary = refine_predictions(preds, images, refiner, score_thr=score_thr, update_bbox=update_bbox,
+                                         skip_missing=skip_missing, write_quality=write_quality, on_image=on_image)
     except CheckpointError as e:
         fail(f"{e} (train one with `refine-masks train` or pass --weights)", debug)
     except (InputError, OSError) as e:
@@ -132,6 +136,28 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
     table.add_row("time", f"{summary.seconds:.1f} s")
     table.add_row("output", str(output))
     err_console.print(table)
+
+
+@main.command()
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_WEIGHTS,
+              show_default="weights/refinemask_effl0.pt", help="Checkpoint to export.")
+@click.option("--opset", type=click.IntRange(min=16), default=17, show_default=True,
+              help="ONNX opset (>= 16: RoiAlign with half_pixel, torchvision's aligned=True).")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def export(out, weights, opset, debug):
+    """Write the whole network as OUT.onnx (dynamic image size and instance count) for `run --weights OUT.onnx`."""
+    from .console import err_console, fail
+    from .model.checkpoint import CheckpointError
+    from .onnx_export import ExportError, export_checkpoint
+
+    if out.suffix != ".onnx":
+        raise click.UsageError(f"{out}: the output name must end in .onnx (that is how `run` tells it apart)")
+    try:
+        diff = export_checkpoint(weights, out, opset)
+    except (CheckpointError, ExportError, OSError) as e:
+        fail(str(e), debug)
+    err_console.print(f"wrote {out} (opset {opset}); onnxruntime matches torch to {diff:.1e} in probability")
 
 
 @main.command()

@@ -10,7 +10,7 @@ import torch
 
 from .boxes import crop_masks, expand_boxes, paste_mask_in_box, xywh_to_xyxy
 from .inputs import input_scale, to_input
-from .model.config import PRECISIONS
+from .model.config import PRECISIONS, RefineMaskConfig
 from .model.refinemask import RefineMask
 
 
@@ -53,7 +53,59 @@ def uses_bf16(precision: str, device: torch.device) -> bool:
     return precision == "bf16" or (precision == "auto" and device.type == "cuda")
 
 
-class Refiner:
+class ImageRefiner:
+    """Pre- and post-processing around a network that maps one image's RoIs to mask probabilities.
+
+    Subclasses set ``cfg`` (a :class:`RefineMaskConfig`) and implement :meth:`probabilities`:
+    :class:`Refiner` (torch) and ``onnx_runtime.OnnxRefiner`` (onnxruntime).
+    """
+
+    cfg: RefineMaskConfig
+
+    def refine_image(self, image: np.ndarray, boxes_xywh: np.ndarray, coarse: Sequence[np.ndarray | None],
+                     timer: Callable[[str], AbstractContextManager] = nullcontext
+                     ) -> list[tuple[np.ndarray, int, int]]:
+        """Refine N instances of one image.
+
+        image: (H, W, 3) uint8 RGB; boxes_xywh: (N, 4) valid boxes (w, h > 0); coarse: N full-image
+        (H, W) uint8 masks, or None for box-only records. Returns per instance (crop, x0, y0):
+        the binary refined mask on the pixels its expanded box covers (see ``paste_mask_in_box``).
+        ``timer(stage)`` wraps each stage (engine.Timer names them).
+        """
+        return self.refine_image_with_quality(image, boxes_xywh, coarse, timer)[0]
+
+    @torch.inference_mode()
+    def refine_image_with_quality(self, image: np.ndarray, boxes_xywh: np.ndarray,
+                                  coarse: Sequence[np.ndarray | None],
+                                  timer: Callable[[str], AbstractContextManager] = nullcontext
+                                  ) -> tuple[list[tuple[np.ndarray, int, int]], list[float | None]]:
+        """:meth:`refine_image` plus the quality gate's per-instance estimate of each coarse mask's
+        IoU with the truth (None for every instance when the network gives no estimate)."""
+        h, w = image.shape[:2]
+        if len(coarse) == 0:
+            return [], []
+        cfg = self.cfg
+        with timer("masks in"):
+            frames, grids = coarse_inputs(boxes_xywh, coarse, cfg.box_expand, cfg.stage_sizes[-1])
+        with timer("resize"):
+            scale = input_scale(h, w, cfg.short_side, cfg.max_size)
+            x = to_input(image, scale, cfg.size_divisibility)
+        rois = torch.cat([torch.zeros(len(frames), 1), frames * scale], dim=1)
+        probs, quality = self.probabilities(x, rois, grids, timer)
+        with timer("paste+encode"):
+            results = [paste_mask_in_box(p, tuple(f), h, w) for p, f in zip(probs[:, 0], frames.tolist())]
+        return results, quality.tolist() if quality is not None else [None] * len(results)
+
+    def probabilities(self, x: torch.Tensor, rois: torch.Tensor, grids: torch.Tensor,
+                      timer: Callable[[str], AbstractContextManager] = nullcontext
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The network on one image: x (1, 3, H', W') input (see ``to_input``), rois (N >= 1, 5) in its
+        pixels, grids (N, 1, S, S) coarse crops -> (N, 1, S, S) float32 probabilities on the CPU and
+        the (N,) quality estimate (None without a gate)."""
+        raise NotImplementedError
+
+
+class Refiner(ImageRefiner):
     """Runs a :class:`RefineMask` over images: backbone once per image, RoIs in chunks.
 
     ``precision`` (see :func:`uses_bf16`): under bf16 the convolutions run in bfloat16
@@ -74,46 +126,19 @@ class Refiner:
         """Context for every model call: bf16 autocast when enabled, else a no-op."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
-    def refine_image(self, image: np.ndarray, boxes_xywh: np.ndarray, coarse: Sequence[np.ndarray | None],
-                     timer: Callable[[str], AbstractContextManager] = nullcontext
-                     ) -> list[tuple[np.ndarray, int, int]]:
-        """Refine N instances of one image.
-
-        image: (H, W, 3) uint8 RGB; boxes_xywh: (N, 4) valid boxes (w, h > 0); coarse: N full-image
-        (H, W) uint8 masks, or None for box-only records. Returns per instance (crop, x0, y0):
-        the binary refined mask on the pixels its expanded box covers (see ``paste_mask_in_box``).
-        ``timer(stage)`` wraps each stage (engine.Timer names them).
-        """
-        return self.refine_image_with_quality(image, boxes_xywh, coarse, timer)[0]
-
-    @torch.inference_mode()
-    def refine_image_with_quality(self, image: np.ndarray, boxes_xywh: np.ndarray,
-                                  coarse: Sequence[np.ndarray | None],
-                                  timer: Callable[[str], AbstractContextManager] = nullcontext
-                                  ) -> tuple[list[tuple[np.ndarray, int, int]], list[float | None]]:
-        """:meth:`refine_image` plus the quality gate's per-instance estimate of each coarse mask's
-        IoU with the truth (None for every instance when the checkpoint has no gate)."""
-        h, w = image.shape[:2]
-        if len(coarse) == 0:
-            return [], []
-        cfg = self.cfg
-        with timer("masks in"):
-            frames, grids = coarse_inputs(boxes_xywh, coarse, cfg.box_expand, cfg.stage_sizes[-1])
-        with timer("resize"):
-            scale = input_scale(h, w, cfg.short_side, cfg.max_size)
-            x = to_input(image, scale, cfg.size_divisibility).to(self.device, memory_format=torch.channels_last)
+    def probabilities(self, x: torch.Tensor, rois: torch.Tensor, grids: torch.Tensor,
+                      timer: Callable[[str], AbstractContextManager] = nullcontext
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """See :meth:`ImageRefiner.probabilities`; RoIs in chunks of ``batch_size``."""
+        x = x.to(self.device, memory_format=torch.channels_last)
         with timer("backbone"), self.autocast():
             feats = self.model.extract(x)
-        rois = torch.cat([torch.zeros(len(frames), 1), frames * scale], dim=1).to(self.device)
-        results, qualities = [], []
-        for start in range(0, len(frames), self.batch_size):
+        rois = rois.to(self.device)
+        probs, qualities = [], []
+        for start in range(0, len(rois), self.batch_size):
             sl = slice(start, start + self.batch_size)
-            with timer("head"):
-                with self.autocast():
-                    probs, quality = self.model.refine_with_quality(feats, rois[sl], grids[sl].to(self.device))
-                probs = probs.float().cpu()
-            qualities += quality.float().cpu().tolist() if quality is not None else [None] * len(probs)
-            for prob, frame in zip(probs[:, 0], frames[sl].tolist()):
-                with timer("paste+encode"):
-                    results.append(paste_mask_in_box(prob, tuple(frame), h, w))
-        return results, qualities
+            with timer("head"), self.autocast():
+                prob, quality = self.model.refine_with_quality(feats, rois[sl], grids[sl].to(self.device))
+            probs.append(prob.float().cpu())
+            qualities.append(None if quality is None else quality.float().cpu())
+        return torch.cat(probs), None if qualities[0] is None else torch.cat(qualities)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 import torch
 
@@ -56,3 +57,30 @@ def box_checkpoint(tmp_path) -> Path:
     path = tmp_path / "box.pt"
     save_checkpoint(path, box_filling_model())
     return path
+
+
+def random_head_model() -> RefineMask:
+    """A tiny model whose residual logit convs are random: its masks differ from the coarse input
+    (the zero-initialised head would hand the coarse masks back), so refiners can be compared."""
+    torch.manual_seed(0)
+    model = RefineMask(tiny_config())
+    with torch.no_grad():
+        for conv in model.head.logits:
+            conv.weight.normal_(0, 1.0)
+        model.head.prior_scale.fill_(0.5)
+    return model.eval()
+
+
+def blobs(height: int, width: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A textured (H, W, 3) uint8 image with 3 elliptic objects: image, (3, 4) xyxy boxes, (3, H, W) bool masks."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 60, (height, width, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[:height, :width]
+    boxes, masks = [], []
+    for cx, cy, rx, ry in ((0.3, 0.4, 0.15, 0.2), (0.65, 0.55, 0.25, 0.3), (0.8, 0.2, 0.08, 0.1)):
+        m = ((xx - cx * width) / (rx * width)) ** 2 + ((yy - cy * height) / (ry * height)) ** 2 <= 1
+        image[m] = rng.integers(150, 255, 3, dtype=np.uint8)
+        ys, xs = np.nonzero(m)
+        boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+        masks.append(m)
+    return image, np.array(boxes, np.float32), np.stack(masks)

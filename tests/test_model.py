@@ -228,3 +228,14 @@ def test_checkpoint_without_roi_sampling_ratio_keeps_adaptive_sampling(tmp_path,
     torch.save(ckpt, path)
     assert load_checkpoint(path)[0].cfg.roi_sampling_ratio == 0
     assert tiny_model.cfg.roi_sampling_ratio == 2
+
+
+def test_same_padding_is_tensorflows_rule():
+    import math
+
+    from refine_cli.model.backbone import _same_pad
+
+    for size in range(1, 70):
+        for kernel in (1, 3, 5):
+            for stride in (1, 2):
+                assert _same_pad(size, kernel, stride) == max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)

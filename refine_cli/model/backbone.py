@@ -7,7 +7,6 @@ short; its module names equal the key names of the ImageNet state_dict in the Py
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from functools import partial
 
@@ -32,13 +31,20 @@ class Conv2dSame(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ih, iw = x.shape[-2:]
-        kh, kw = self.kernel_size
-        sh, sw = self.stride
-        ph = max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0)
-        pw = max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0)
-        if ph or pw:
-            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+        ph = _same_pad(ih, self.kernel_size[0], self.stride[0])
+        pw = _same_pad(iw, self.kernel_size[1], self.stride[1])
+        x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+def _same_pad(size, kernel: int, stride: int):
+    """TF "SAME" total padding max((ceil(size / stride) - 1) * stride + kernel - size, 0).
+
+    Written without ceil/max so that an ONNX trace keeps it a function of the traced ``size``
+    (an int, or a 0-d tensor while tracing) instead of baking the example input's padding.
+    """
+    pad = kernel - ((size - 1) % stride + 1)
+    return pad * (pad > 0)
 
 
 class MBConv(nn.Module):

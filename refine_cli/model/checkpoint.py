@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .config import RefineMaskConfig
+from .config import DEFAULT_WEIGHTS, RefineMaskConfig  # noqa: F401  (DEFAULT_WEIGHTS: re-exported)
 from .refinemask import RefineMask
 
 FORMAT = "refine-masks/1"

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 # Numeric precisions of the network (see refiner.uses_bf16); here so the CLI can list them without torch.
 PRECISIONS = ("auto", "fp32", "bf16")
+# The shipped checkpoint (here, not in checkpoint.py, so the CLI can name it without importing torch).
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "refinemask_effl0.pt"
 
 
 @dataclass

@@ -76,9 +76,10 @@ class RefineMask(nn.Module):
             return out
         levels = self.level_mapper([rois[:, 1:]])
         for level, (feat, stride) in enumerate(zip(fpn, self.backbone.strides)):
+            # scatter (not a guarded index_put) so that an ONNX trace keeps every level for any N
             idx = torch.nonzero(levels == level).squeeze(1)
-            if idx.numel():
-                out[idx] = roi_crop(feat, rois[idx], size, 1.0 / stride, self.cfg.roi_sampling_ratio).to(out.dtype)
+            crop = roi_crop(feat, rois[idx], size, 1.0 / stride, self.cfg.roi_sampling_ratio).to(out.dtype)
+            out = out.scatter(0, idx.view(-1, 1, 1, 1).expand_as(crop), crop)
         return out
 
     def stage_logits(self, feats: ImageFeatures, rois: torch.Tensor, coarse: torch.Tensor) -> list[torch.Tensor]:
