@@ -1,6 +1,7 @@
 """Accuracy by the refiner's own quality estimate (``refine_quality``, written by ``run --write-quality``).
 
-Records of the compared files are matched by position (``run`` keeps every record in order), binned
+Records of the compared files (those with as many records as the one holding the estimate) are
+matched by position (``run`` keeps every record in order), binned
 by the estimate, and each record is scored by its IoU with the best-overlapping non-crowd GT
 instance of its image and category. A bin's row says how good the inputs really were (is the
 estimate calibrated?) and how much refining changed them there.
@@ -37,23 +38,23 @@ def best_gt_iou(coco_gt: COCO, coco_dt: COCO) -> np.ndarray:
     return out
 
 
-def quality_of(coco_dts: list[COCO], names: list[str]) -> np.ndarray:
-    """(N,) ``refine_quality`` of the first file whose every record has one; files must align."""
-    lengths = {len(c.anns) for c in coco_dts}
-    if len(lengths) != 1:
-        raise QualityError(f"--by-quality compares records by position, but the files hold {sorted(lengths)} records")
+def quality_of(coco_dts: list[COCO], names: list[str]) -> tuple[np.ndarray, list[int]]:
+    """(N,) ``refine_quality`` of the first file whose every record has one, and the indices of the
+    files with as many records (those are compared; e.g. a GT file given as a prediction is not)."""
     for coco, name in zip(coco_dts, names):
         anns = [coco.anns[i] for i in sorted(coco.anns)]
         if anns and all("refine_quality" in a for a in anns):
-            return np.array([a["refine_quality"] for a in anns], dtype=float)
+            quality = np.array([a["refine_quality"] for a in anns], dtype=float)
+            return quality, [i for i, c in enumerate(coco_dts) if len(c.anns) == len(anns)]
     raise QualityError("--by-quality: no file has 'refine_quality' on every record "
                        "(write it with `refine-masks run --write-quality`)")
 
 
-def by_quality(coco_gt: COCO, coco_dts: list[COCO], names: list[str]) -> list[dict]:
-    """Rows ``{"bin": [lo, hi], "n", "estimate", "iou": [mean IoU per file]}`` for non-empty bins."""
-    quality = quality_of(coco_dts, names)
-    ious = [best_gt_iou(coco_gt, c) for c in coco_dts]
+def by_quality(coco_gt: COCO, coco_dts: list[COCO], names: list[str]) -> dict:
+    """``{"files": compared names, "rows": [{"bin": [lo, hi], "n", "estimate", "iou": [mean IoU per
+    compared file]}]}`` for the non-empty bins."""
+    quality, compared = quality_of(coco_dts, names)
+    ious = [best_gt_iou(coco_gt, coco_dts[i]) for i in compared]
     bins = np.clip(np.digitize(quality, QUALITY_BINS[1:-1]), 0, len(QUALITY_BINS) - 2)
     rows = []
     for b in range(len(QUALITY_BINS) - 1):
@@ -61,4 +62,4 @@ def by_quality(coco_gt: COCO, coco_dts: list[COCO], names: list[str]) -> list[di
         if sel.any():
             rows.append({"bin": [QUALITY_BINS[b], QUALITY_BINS[b + 1]], "n": int(sel.sum()),
                          "estimate": float(quality[sel].mean()), "iou": [float(i[sel].mean()) for i in ious]})
-    return rows
+    return {"files": [names[i] for i in compared], "rows": rows}

@@ -480,14 +480,14 @@ def _per_category_table(metrics: dict) -> Table:
 
 
 def _by_quality_table(metrics: dict) -> Table:
-    files = metrics["files"]
+    compared = metrics["by_quality"]["files"]
     table = Table(title="Mean IoU with the best-matching GT, by the refiner's quality estimate",
                   caption="estimate: mean refine_quality of the bin (the model's guess of the input's IoU)")
     table.add_column("refine_quality")
     table.add_column("records", justify="right")
     table.add_column("estimate", justify="right")
-    _comparison_columns(table, files, lambda name: f"IoU {name}")
-    for row in metrics["by_quality"]:
+    _comparison_columns(table, [{"name": n} for n in compared], lambda name: f"IoU {name}")
+    for row in metrics["by_quality"]["rows"]:
         lo, hi = row["bin"]
         table.add_row(f"[{lo:.2f}, {hi:.2f}{']' if hi >= 1 else ')'}", str(row["n"]), f"{row['estimate']:.3f}",
                       *_comparison_cells([100 * v for v in row["iou"]]))
