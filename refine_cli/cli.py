@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -10,11 +11,12 @@ import torch
 from rich.table import Table
 
 from . import __version__
-from .coco_io import InputError, read_predictions, write_json_atomic
+from .coco_io import InputError, write_json_atomic
 from .console import err_console, fail, progress_bar
 from .evaluate.command import eval_command
 from .model.checkpoint import CheckpointError, load_checkpoint
 from .refiner import PRECISIONS, Refiner
+from .shard import parse_shard, sharded_output_name
 from .visualize import visualize_command
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "refinemask_effl0.pt"
@@ -26,6 +28,13 @@ def _device(name: str) -> str:
     if name == "cuda" and not torch.cuda.is_available():
         raise click.UsageError("--device cuda: no CUDA device is available")
     return name
+
+
+def _shard_option(ctx, param, value: str | None) -> tuple[int, int] | None:
+    try:
+        return parse_shard(value) if value else None
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -55,13 +64,21 @@ def main() -> None:
 @click.option("--update-bbox", is_flag=True, help="Also replace 'bbox' by the refined mask's tight box.")
 @click.option("--skip-missing", is_flag=True, help="Keep records of missing/unreadable images unchanged.")
 @click.option("--overwrite", is_flag=True, help="Allow the output to replace the input file.")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted run from the journal beside the output (<output>.journal).")
+@click.option("--shard", callback=_shard_option, metavar="K/N",
+              help="Refine only the K-th of N disjoint sets of images (1 <= K <= N); `merge` joins the parts.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def run(predictions, images, output, weights, images_json, score_thr, box_expand, batch_size, device, threads,
-        precision, update_bbox, skip_missing, overwrite, debug):
+        precision, update_bbox, skip_missing, overwrite, resume, shard, debug):
     """Refine every mask of PREDICTIONS (COCO results JSON) using the images in IMAGES."""
-    from .engine import refine_predictions
+    from .engine import journal_path, refine_to_file
+    from .interrupt import exit_status, sigterm_as_interrupt
+    from .journal import file_sha256
 
-    output = output or predictions.with_name(predictions.stem + ".refined.json")
+    if output is None:
+        output = predictions.with_name(predictions.stem + ".refined.json")
+        output = sharded_output_name(output, *shard) if shard else output
     if output.resolve() == predictions.resolve() and not overwrite:
         raise click.UsageError(f"{output} is the input file; pass --overwrite to replace it")
     if not images.is_dir():
@@ -72,21 +89,26 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
         model, _ = load_checkpoint(weights)
         if box_expand:
             model.cfg.box_expand = box_expand
-        preds = read_predictions(predictions, images_json)
-        n_images = len({r["image_id"] for r in preds.records})
-        with progress_bar() as bar:
-            task = bar.add_task("refining", total=n_images, rate="")
+        # Everything else that changes the output bytes: a journal is resumed only by the same settings.
+        settings = {"weights_sha256": file_sha256(weights), "box_expand": model.cfg.box_expand,
+                    "batch_size": batch_size, "device": _device(device), "precision": precision}
+        with progress_bar() as bar, sigterm_as_interrupt():
+            task = bar.add_task("refining", total=None, rate="")
             done = [0]
 
             def on_image(n: int) -> None:
                 done[0] += n
                 rate = done[0] / max(bar.tasks[task].elapsed or 1e-9, 1e-9)
-                bar.update(task, advance=1, rate=f"{done[0]} inst, {rate:.1f} inst/s")
+                bar.update(task, advance=1, rate=f"{done[0]} rec, {rate:.1f} rec/s")
 
-            summary = refine_predictions(preds, images, Refiner(model, _device(device), batch_size, precision),
-                                         score_thr=score_thr, update_bbox=update_bbox, skip_missing=skip_missing,
-                                         on_image=on_image)
-        write_json_atomic(output, preds.document)
+            summary, n_records = refine_to_file(
+                predictions, images, output, Refiner(model, _device(device), batch_size, precision), settings,
+                images_json=images_json, score_thr=score_thr, update_bbox=update_bbox, skip_missing=skip_missing,
+                resume=resume, shard=shard, on_start=lambda n: bar.update(task, total=n), on_image=on_image)
+    except KeyboardInterrupt as e:
+        err_console.print(f"interrupted: the images done so far are in {journal_path(output)}; "
+                          "the same command with --resume continues", highlight=False, soft_wrap=True)
+        sys.exit(exit_status(e))
     except CheckpointError as e:
         fail(f"{e} (train one with `refine-masks train` or pass --weights)", debug)
     except (InputError, OSError) as e:
@@ -95,7 +117,7 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
     table.add_column(overflow="fold")
     table.add_column(overflow="fold")
     table.add_row("images", str(summary.images))
-    table.add_row("records", str(len(preds.records)))
+    table.add_row("records", str(n_records))
     table.add_row("instances refined", str(summary.refined))
     for reason, n in sorted(summary.skipped.items()):
         table.add_row(f"kept unchanged: {reason}", str(n))

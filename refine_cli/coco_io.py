@@ -54,13 +54,13 @@ def read_predictions(path: str | os.PathLike, images_json: str | os.PathLike | N
     dict's own "images", else is empty. Raises InputError naming file and record.
     """
     name = os.fspath(path)
-    document = _load_json(name)
+    document = load_json(name)
     records = _records_of(document, name)
     for index, record in enumerate(records):
         check_record(record, f"{name}: record {index}")
     if images_json is not None:
         images_name = os.fspath(images_json)
-        images = image_table(_load_json(images_name), images_name)
+        images = image_table(load_json(images_name), images_name)
     elif isinstance(document, dict) and "images" in document:
         images = image_table(document, name)
     else:
@@ -68,7 +68,7 @@ def read_predictions(path: str | os.PathLike, images_json: str | os.PathLike | N
     return Predictions(path=Path(path), document=document, records=records, images=images)
 
 
-def _load_json(name: str) -> object:
+def load_json(name: str) -> object:
     """Parse a JSON file; every failure becomes an InputError naming the file (and line/column for syntax)."""
     try:
         with open(name, "rb") as f:
