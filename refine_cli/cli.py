@@ -128,6 +128,25 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
 
 
 @main.command()
+@click.argument("predictions", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("parts", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Merged output JSON (what `run` without --shard writes).")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def merge(predictions, parts, output, debug):
+    """Join the outputs of `run --shard K/N` (every K of 1..N) of PREDICTIONS into one."""
+    from .merge import merge_parts
+
+    if output.resolve() in {p.resolve() for p in (predictions, *parts)}:
+        raise click.UsageError(f"{output} is one of the inputs")
+    try:
+        n_records = merge_parts(predictions, list(parts), output)
+    except (InputError, OSError) as e:
+        fail(str(e), debug)
+    err_console.print(f"{n_records} records from {len(parts)} parts -> {output}", highlight=False)
+
+
+@main.command()
 @click.option("--data", required=True,
               help="Comma-separated COCO-format set folders (instances.json + images/); DIR*K lists a set K times.")
 @click.option("--val", type=click.Path(file_okay=False, path_type=Path), default=None,
