@@ -34,6 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from refine_cli.boxes import crop_masks, expand_boxes, paste_mask_in_box, xywh_to_xyxy
 from refine_cli.coco_io import (
+    BoxMask,
     decode_mask,
     encode_mask,
     encode_mask_in_box,
@@ -226,7 +227,7 @@ def instrumented_pass(case: Case, refiner: Refiner, out: Path) -> tuple[Counter,
                     if crop.any():
                         preds.records[index]["segmentation"] = encode_mask_in_box(crop, x0, y0, h, w)
                 with timed(t, "diff stats", device):
-                    _changed(mask, crop, x0, y0)
+                    _changed(BoxMask.of(mask), crop, x0, y0)
     with timed(t, "json I/O", device):
         write_json_atomic(out, preds.document)
     return t, preds.records

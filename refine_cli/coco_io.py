@@ -332,6 +332,49 @@ def mask_box(mask: np.ndarray) -> list[float] | None:
     return [float(x0), float(y0), float(x1 - x0 + 1), float(y1 - y0 + 1)]
 
 
+@dataclass
+class BoxMask:
+    """An (H, W) 0/1 mask kept as the crop of its tight box, so a mask costs memory in proportion to
+    its instance, not its image: an image's many coarse masks stay small while it is refined.
+
+    ``mask[y0:y1, x0:x1]`` returns the same array as slicing the full mask (what boxes.crop_mask and
+    the engine do with coarse masks); ``area`` counts its pixels.
+    """
+
+    crop: np.ndarray
+    x0: int
+    y0: int
+    shape: tuple[int, int]
+    area: int
+
+    @classmethod
+    def of(cls, mask: np.ndarray) -> BoxMask:
+        box = mask_box(mask)
+        if box is None:
+            return cls(np.zeros((0, 0), mask.dtype), 0, 0, mask.shape, 0)
+        x, y, w, h = (int(v) for v in box)
+        crop = np.ascontiguousarray(mask[y:y + h, x:x + w])
+        return cls(crop, x, y, mask.shape, int(np.count_nonzero(crop)))
+
+    def box(self) -> list[float] | None:
+        """Tight [x, y, w, h] box, as mask_box of the full mask."""
+        h, w = self.crop.shape
+        return [float(self.x0), float(self.y0), float(w), float(h)] if self.area else None
+
+    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
+        rows, cols = key
+        ya, yb, _ = rows.indices(self.shape[0])
+        xa, xb, _ = cols.indices(self.shape[1])
+        out = np.zeros((max(yb - ya, 0), max(xb - xa, 0)), self.crop.dtype)
+        h, w = self.crop.shape
+        top, bottom = max(ya, self.y0), min(yb, self.y0 + h)
+        left, right = max(xa, self.x0), min(xb, self.x0 + w)
+        if bottom > top and right > left:
+            out[top - ya:bottom - ya, left - xa:right - xa] = \
+                self.crop[top - self.y0:bottom - self.y0, left - self.x0:right - self.x0]
+        return out
+
+
 def encode_mask(mask: np.ndarray) -> dict:
     """(H, W) 0/1 (uint8 or bool) mask -> {"size": [H, W], "counts": str} compressed COCO RLE."""
     rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))

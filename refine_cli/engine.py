@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .coco_io import (
+    BoxMask,
     InputError,
     Predictions,
     decode_mask,
@@ -84,13 +85,13 @@ def resolve_images(preds: Predictions, images_dir: Path, skip_missing: bool) -> 
     return paths
 
 
-def _box(record: dict, mask: np.ndarray | None, height: int, width: int) -> tuple[list[float] | None, str | None]:
+def _box(record: dict, mask: BoxMask | None, height: int, width: int) -> tuple[list[float] | None, str | None]:
     """The record's xywh box (its own, else the mask's tight box) or the reason it cannot be refined."""
     box = record.get("bbox")
     if box is None:
         if mask is None:
             return None, SKIP_NO_BOX
-        box = mask_box(mask)
+        box = mask.box()
     x, y, w, h = box
     if not (w > 0 and h > 0):
         return None, SKIP_DEGENERATE
@@ -99,13 +100,13 @@ def _box(record: dict, mask: np.ndarray | None, height: int, width: int) -> tupl
     return list(box), None
 
 
-def _changed(coarse: np.ndarray | None, crop: np.ndarray, x0: int, y0: int) -> int:
+def _changed(coarse: BoxMask | None, crop: np.ndarray, x0: int, y0: int) -> int:
     """|refined XOR coarse| when the refined mask is ``crop`` at (x0, y0) and zero elsewhere."""
     if coarse is None:
         return int(np.count_nonzero(crop))
     h, w = crop.shape
     window = coarse[y0:y0 + h, x0:x0 + w]
-    return int(np.count_nonzero(window != crop) + np.count_nonzero(coarse) - np.count_nonzero(window))
+    return int(np.count_nonzero(window != crop) + coarse.area - np.count_nonzero(window))
 
 
 def refine_predictions(preds: Predictions, images_dir: Path, refiner: Refiner, *, score_thr: float = 0.0,
@@ -157,7 +158,7 @@ class _Prepared:
     image: np.ndarray | None = None
     todo: list[int] = field(default_factory=list)
     boxes: list[list[float]] = field(default_factory=list)
-    coarse: list[np.ndarray | None] = field(default_factory=list)
+    coarse: list[BoxMask | None] = field(default_factory=list)
 
 
 def _prepare_image(source: Path, path: Path | None, expected: dict | None, image_id: int,
@@ -182,8 +183,10 @@ def _prepare_image(source: Path, path: Path | None, expected: dict | None, image
                          f"says {expected.get('height')}x{expected.get('width')}")
     prepared.image = image
     for index, record in records:
-        mask = decode_mask(record, height, width, where=f"{source}: record {index}", contiguous=False)
-        if mask is not None and not mask.any():
+        full = decode_mask(record, height, width, where=f"{source}: record {index}", contiguous=False)
+        # Only one full-image mask exists at a time: memory stays flat in the instances per image.
+        mask = None if full is None else BoxMask.of(full)
+        if mask is not None and not mask.area:
             summary.skipped[SKIP_EMPTY] += 1
             continue
         box, reason = _box(record, mask, height, width)

@@ -81,7 +81,8 @@ class Refiner:
         """Refine N instances of one image.
 
         image: (H, W, 3) uint8 RGB; boxes_xywh: (N, 4) valid boxes (w, h > 0); coarse: N full-image
-        (H, W) uint8 masks, or None for box-only records. Returns per instance (crop, x0, y0):
+        (H, W) uint8 masks (arrays, or coco_io.BoxMask: only windows are sliced out of them), or None
+        for box-only records. Returns per instance (crop, x0, y0):
         the binary refined mask on the pixels its expanded box covers (see ``paste_mask_in_box``).
         """
         h, w = image.shape[:2]
