@@ -11,7 +11,7 @@ import torch
 from rich.table import Table
 
 from . import __version__
-from .coco_io import InputError, write_json_atomic
+from .coco_io import InputError
 from .console import err_console, fail, progress_bar
 from .evaluate.command import eval_command
 from .model.checkpoint import CheckpointError, load_checkpoint
@@ -106,8 +106,9 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
                 images_json=images_json, score_thr=score_thr, update_bbox=update_bbox, skip_missing=skip_missing,
                 resume=resume, shard=shard, on_start=lambda n: bar.update(task, total=n), on_image=on_image)
     except KeyboardInterrupt as e:
-        err_console.print(f"interrupted: the images done so far are in {journal_path(output)}; "
-                          "the same command with --resume continues", highlight=False, soft_wrap=True)
+        kept = (f"the images done so far are in {journal_path(output)}; the same command with --resume continues"
+                if journal_path(output).exists() else "nothing was done yet")
+        err_console.print(f"interrupted: {kept}", highlight=False, soft_wrap=True)
         sys.exit(exit_status(e))
     except CheckpointError as e:
         fail(f"{e} (train one with `refine-masks train` or pass --weights)", debug)

@@ -301,7 +301,7 @@ def refine_to_file(predictions: Path, images_dir: Path, output: Path, refiner: R
     index = index_records(predictions)
     if images_json is not None:
         image_table_ = image_table(load_json(images_json), str(images_json))
-    elif index.head is not None and index.document_value("images") is not None:
+    elif "images" in dict(index.head or ()):
         image_table_ = image_table(dict(index.head), str(predictions))
     else:
         image_table_ = {}

@@ -46,10 +46,6 @@ class RecordIndex:
     def __len__(self) -> int:
         return len(self.offsets)
 
-    def document_value(self, key: str) -> object:
-        """A dataset dict's top-level value (e.g. "images"), None if absent or for a results list."""
-        return dict(self.head or ()).get(key)
-
     def read(self, f, index: int) -> dict:
         """Record ``index``, parsed again from the file ``f`` (opened "rb" on ``path``)."""
         f.seek(int(self.offsets[index]))
