@@ -7,6 +7,7 @@ each command body imports what it uses, and `--help`, `--version` and input erro
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -26,6 +27,15 @@ def _device(name: str) -> str:
     if name == "cuda" and not torch.cuda.is_available():
         raise click.UsageError("--device cuda: no CUDA device is available")
     return name
+
+
+def _shard_option(ctx, param, value: str | None) -> tuple[int, int] | None:
+    try:
+        from .shard import parse_shard
+
+        return parse_shard(value) if value else None
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -59,29 +69,39 @@ def main() -> None:
                    "IoU with the truth (needs a checkpoint with a quality gate, as the shipped one has).")
 @click.option("--skip-missing", is_flag=True, help="Keep records of missing/unreadable images unchanged.")
 @click.option("--overwrite", is_flag=True, help="Allow the output to replace the input file.")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted run from the journal beside the output (<output>.journal).")
+@click.option("--shard", callback=_shard_option, metavar="K/N",
+              help="Refine only the K-th of N disjoint sets of images (1 <= K <= N); `merge` joins the parts.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def run(predictions, images, output, weights, images_json, score_thr, box_expand, batch_size, device, threads,
-        precision, update_bbox, write_quality, skip_missing, overwrite, debug):
+        precision, update_bbox, write_quality, skip_missing, overwrite, resume, shard, debug):
     """Refine every mask of PREDICTIONS (COCO results JSON) using the images in IMAGES."""
-    from .coco_io import InputError, read_predictions, write_json_atomic
-    from .console import fail, progress_bar
+    from .coco_io import InputError
+    from .console import err_console, fail, progress_bar
+    from .engine import journal_path, open_input
+    from .shard import sharded_output_name
     from .validate import check_inputs, check_output
 
-    output = output or predictions.with_name(predictions.stem + ".refined.json")
+    if output is None:
+        output = predictions.with_name(predictions.stem + ".refined.json")
+        output = sharded_output_name(output, *shard) if shard else output
     if output.resolve() == predictions.resolve() and not overwrite:
         raise click.UsageError(f"{output} is the input file; pass --overwrite to replace it")
     if not images.is_dir():
         fail(f"{images}: not a directory of images", False)
     try:
         check_output(output)
-        preds = read_predictions(predictions, images_json)
-        check_inputs(preds, images, skip_missing)
+        index, image_table = open_input(predictions, images_json)
+        check_inputs(index, image_table, images, skip_missing)
     except InputError as e:
         fail(str(e), debug)
     # Everything that can be checked without the network has passed: only now pay for torch.
     import torch
 
-    from .engine import refine_predictions
+    from .engine import refine_to_file
+    from .interrupt import exit_status, sigterm_as_interrupt
+    from .journal import file_sha256
     from .model.checkpoint import CheckpointError, load_checkpoint
     from .refiner import Refiner
 
@@ -99,36 +119,42 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
             refiner.cfg.box_expand = box_expand
         if write_quality and getattr(getattr(refiner, "model", None), "gate", None) is None:
             raise click.UsageError(f"--write-quality: {weights} has no quality gate (see `refine-masks train-gate`)")
-        n_images = len({r["image_id"] for r in preds.records})
-        with progress_bar() as bar:
-            task = bar.add_task("refining images", total=n_images, rate="")
+        # Everything else that changes the output bytes: a journal is resumed only by the same settings.
+        settings = {"weights_sha256": file_sha256(weights), "box_expand": refiner.cfg.box_expand,
+                    "batch_size": batch_size, "device": _device(device), "precision": precision}
+        with progress_bar() as bar, sigterm_as_interrupt():
+            task = bar.add_task("refining images", total=None, rate="")
             done = [0]
 
             def on_image(n: int) -> None:
                 done[0] += n
                 rate = done[0] / max(bar.tasks[task].elapsed or 1e-9, 1e-9)
-                bar.update(task, advance=1, rate=f"{done[0]} inst, {rate:.1f} inst/s")
+                bar.update(task, advance=1, rate=f"{done[0]} rec, {rate:.1f} rec/s")
 
-            summary = refine_predictions(preds, images, refiner, score_thr=score_thr, update_bbox=update_bbox,
-                                         skip_missing=skip_missing, write_quality=write_quality, on_image=on_image)
+            summary, n_records = refine_to_file(
+                index, image_table, images, output, refiner, settings, score_thr=score_thr,
+                update_bbox=update_bbox, skip_missing=skip_missing, write_quality=write_quality, resume=resume,
+                shard=shard, on_start=lambda n: bar.update(task, total=n), on_image=on_image)
+    except KeyboardInterrupt as e:
+        kept = (f"the images done so far are in {journal_path(output)}; the same command with --resume continues"
+                if journal_path(output).exists() else "nothing was done yet")
+        err_console.print(f"interrupted: {kept}", highlight=False, soft_wrap=True)
+        sys.exit(exit_status(e))
     except CheckpointError as e:
         fail(f"{e} (train one with `refine-masks train` or pass --weights)", debug)
-    except (InputError, OSError) as e:
+    except InputError as e:
         fail(str(e), debug)
-    try:
-        write_json_atomic(output, preds.document)
     except OSError as e:
-        # Named after the output, not write_json_atomic's temp file, which the user never asked for.
-        fail(f"{output}: cannot write ({e.strerror or e})", debug)
+        # Named after the output, not the atomic write's temp file, which the user never asked for.
+        fail(f"{output}: cannot write ({e.strerror or e})" if e.filename and ".tmp" in str(e.filename)
+             else str(e), debug)
     from rich.table import Table
-
-    from .console import err_console
 
     table = Table(title="refine-masks run", show_header=False)
     table.add_column(overflow="fold")
     table.add_column(overflow="fold")
     table.add_row("images", str(summary.images))
-    table.add_row("records", str(len(preds.records)))
+    table.add_row("records", str(n_records))
     table.add_row("instances refined", str(summary.refined))
     for reason, n in sorted(summary.skipped.items()):
         table.add_row(f"kept unchanged: {reason}", str(n))
@@ -158,6 +184,27 @@ def export(out, weights, opset, debug):
     except (CheckpointError, ExportError, OSError) as e:
         fail(str(e), debug)
     err_console.print(f"wrote {out} (opset {opset}); onnxruntime matches torch to {diff:.1e} in probability")
+
+
+@main.command()
+@click.argument("predictions", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("parts", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Merged output JSON (what `run` without --shard writes).")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def merge(predictions, parts, output, debug):
+    """Join the outputs of `run --shard K/N` (every K of 1..N) of PREDICTIONS into one."""
+    from .coco_io import InputError
+    from .console import err_console, fail
+    from .merge import merge_parts
+
+    if output.resolve() in {p.resolve() for p in (predictions, *parts)}:
+        raise click.UsageError(f"{output} is one of the inputs")
+    try:
+        n_records = merge_parts(predictions, list(parts), output)
+    except (InputError, OSError) as e:
+        fail(str(e), debug)
+    err_console.print(f"{n_records} records from {len(parts)} parts -> {output}", highlight=False)
 
 
 @main.command()

@@ -8,8 +8,10 @@ import math
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import pycocotools.mask as mask_utils
@@ -52,21 +54,21 @@ def read_predictions(path: str | os.PathLike, images_json: str | os.PathLike | N
     dict's own "images", else is empty. Raises InputError naming file and record.
     """
     name = os.fspath(path)
-    document = _load_json(name)
+    document = load_json(name)
     records = _records_of(document, name)
     for index, record in enumerate(records):
-        _check_record(record, f"{name}: record {index}")
+        check_record(record, f"{name}: record {index}")
     if images_json is not None:
         images_name = os.fspath(images_json)
-        images = _image_table(_load_json(images_name), images_name)
+        images = image_table(load_json(images_name), images_name)
     elif isinstance(document, dict) and "images" in document:
-        images = _image_table(document, name)
+        images = image_table(document, name)
     else:
         images = {}
     return Predictions(path=Path(path), document=document, records=records, images=images)
 
 
-def _load_json(name: str) -> object:
+def load_json(name: str) -> object:
     """Parse a JSON file; every failure becomes an InputError naming the file (and line/column for syntax)."""
     try:
         with open(name, "rb") as f:
@@ -92,15 +94,15 @@ def _records_of(document: object, name: str) -> list[dict]:
         raise InputError(f"{name}: a dict document needs an 'annotations' list (COCO dataset format)")
     else:
         raise InputError(
-            f"{name}: top level must be a list of results or a dict with 'annotations', got {_type_name(document)}"
+            f"{name}: top level must be a list of results or a dict with 'annotations', got {type_name(document)}"
         )
     for index, record in enumerate(records):
         if not isinstance(record, dict):
-            raise InputError(f"{name}: record {index}: must be an object, got {_type_name(record)}")
+            raise InputError(f"{name}: record {index}: must be an object, got {type_name(record)}")
     return records
 
 
-def _check_record(record: dict, where: str) -> None:
+def check_record(record: dict, where: str) -> None:
     """Validate the fields later stages rely on; raises InputError prefixed with ``where``."""
     if "image_id" not in record:
         raise InputError(f"{where}: 'image_id' missing")
@@ -115,7 +117,7 @@ def _check_record(record: dict, where: str) -> None:
     _segmentation_kind(record.get("segmentation"), where)
 
 
-def _image_table(document: object, name: str) -> dict[int, dict]:
+def image_table(document: object, name: str) -> dict[int, dict]:
     """image_id -> image entry from a dataset dict's "images" list; ids must be unique ints, file_name a string."""
     images = document.get("images") if isinstance(document, dict) else None
     if not isinstance(images, list):
@@ -124,7 +126,7 @@ def _image_table(document: object, name: str) -> dict[int, dict]:
     for index, image in enumerate(images):
         where = f"{name}: image {index}"
         if not isinstance(image, dict):
-            raise InputError(f"{where}: must be an object, got {_type_name(image)}")
+            raise InputError(f"{where}: must be an object, got {type_name(image)}")
         if not _is_int(image.get("id")):
             raise InputError(f"{where}: 'id' must be an integer, got {_describe(image.get('id'))}")
         if not isinstance(image.get("file_name"), str):
@@ -167,7 +169,7 @@ def _is_number(value: object) -> bool:
     return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
 
 
-def _type_name(value: object) -> str:
+def type_name(value: object) -> str:
     return {dict: "an object", list: "a list", str: "a string", type(None): "null"}.get(type(value), type(value).__name__)
 
 
@@ -347,6 +349,49 @@ def mask_box(mask: np.ndarray) -> list[float] | None:
     return [float(x0), float(y0), float(x1 - x0 + 1), float(y1 - y0 + 1)]
 
 
+@dataclass
+class BoxMask:
+    """An (H, W) 0/1 mask kept as the crop of its tight box, so a mask costs memory in proportion to
+    its instance, not its image: an image's many coarse masks stay small while it is refined.
+
+    ``mask[y0:y1, x0:x1]`` returns the same array as slicing the full mask (what boxes.crop_mask and
+    the engine do with coarse masks); ``area`` counts its pixels.
+    """
+
+    crop: np.ndarray
+    x0: int
+    y0: int
+    shape: tuple[int, int]
+    area: int
+
+    @classmethod
+    def of(cls, mask: np.ndarray) -> BoxMask:
+        box = mask_box(mask)
+        if box is None:
+            return cls(np.zeros((0, 0), mask.dtype), 0, 0, mask.shape, 0)
+        x, y, w, h = (int(v) for v in box)
+        crop = np.ascontiguousarray(mask[y:y + h, x:x + w])
+        return cls(crop, x, y, mask.shape, int(np.count_nonzero(crop)))
+
+    def box(self) -> list[float] | None:
+        """Tight [x, y, w, h] box, as mask_box of the full mask."""
+        h, w = self.crop.shape
+        return [float(self.x0), float(self.y0), float(w), float(h)] if self.area else None
+
+    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
+        rows, cols = key
+        ya, yb, _ = rows.indices(self.shape[0])
+        xa, xb, _ = cols.indices(self.shape[1])
+        out = np.zeros((max(yb - ya, 0), max(xb - xa, 0)), self.crop.dtype)
+        h, w = self.crop.shape
+        top, bottom = max(ya, self.y0), min(yb, self.y0 + h)
+        left, right = max(xa, self.x0), min(xb, self.x0 + w)
+        if bottom > top and right > left:
+            out[top - ya:bottom - ya, left - xa:right - xa] = \
+                self.crop[top - self.y0:bottom - self.y0, left - self.x0:right - self.x0]
+        return out
+
+
 def encode_mask(mask: np.ndarray) -> dict:
     """(H, W) 0/1 (uint8 or bool) mask -> {"size": [H, W], "counts": str} compressed COCO RLE."""
     rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
@@ -389,10 +434,19 @@ def encode_mask_in_box(crop: np.ndarray, x0: int, y0: int, height: int, width: i
 def write_json_atomic(path: str | os.PathLike, document: object) -> None:
     """Write ``document`` as JSON so that ``path`` is either the old file or the complete new one.
 
-    The JSON goes to a temp file in the same directory (same filesystem, so the
+    NaN/Infinity are refused (they are not JSON); numpy scalars are written as Python numbers.
+    """
+    with atomic_output(path) as f:
+        json.dump(document, f, **JSON_OPTIONS)
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[TextIO]:
+    """A text file that becomes ``path`` only when the block ends without error.
+
+    The text goes to a temp file in the same directory (same filesystem, so the
     final os.replace is atomic), is fsynced, then renamed onto ``path``. On any
-    error the temp file is removed and ``path`` is untouched. NaN/Infinity are
-    refused (they are not JSON); numpy scalars are written as Python numbers.
+    error (Ctrl-C included) the temp file is removed and ``path`` is untouched.
     """
     target = Path(path)
     temp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
@@ -401,7 +455,7 @@ def write_json_atomic(path: str | os.PathLike, document: object) -> None:
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(document, f, allow_nan=False, default=_numpy_scalar)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(temp, target)
@@ -415,3 +469,7 @@ def _numpy_scalar(value: object) -> object:
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# How every output is serialised; the streaming writer uses the same options so its bytes equal json.dump's.
+JSON_OPTIONS = {"allow_nan": False, "default": _numpy_scalar}

@@ -1,10 +1,11 @@
-"""Streaming `run`: one image at a time through the refiner, records rewritten in place."""
+"""The record loop of `run`: one image at a time through the refiner, records kept but for their masks."""
 
 from __future__ import annotations
 
 import time
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,15 +14,21 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .coco_io import (
+    BoxMask,
     InputError,
     Predictions,
     decode_mask,
     encode_mask_in_box,
+    load_json,
     find_image,
     group_by_image,
+    image_table,
     mask_box,
 )
 from .images import ImageReadError, load_image
+from .journal import Journal
+from .shard import ImageGroups, group_images, shard_images, write_manifest
+from .stream_json import RecordIndex, index_records, iter_records, write_document
 
 if TYPE_CHECKING:  # only a type here; validate imports this module before torch is worth loading
     from .refiner import Refiner
@@ -41,6 +48,9 @@ SKIP_REFINED_EMPTY = "refined mask empty (coarse kept)"
 # "paste+encode" in Refiner.refine_image. The default, nullcontext, costs nothing.
 Timer = Callable[[str], AbstractContextManager]
 
+# Images prepared ahead of the network: one hides loading behind it, and memory stays at two images.
+_PREFETCH = 1
+
 
 @dataclass
 class Summary:
@@ -53,6 +63,23 @@ class Summary:
     @property
     def mean_changed_pixels(self) -> float:
         return self.changed_pixels / self.refined if self.refined else 0.0
+
+    def add(self, other: Summary) -> None:
+        self.images += other.images
+        self.refined += other.refined
+        self.skipped.update(other.skipped)
+        self.changed_pixels += other.changed_pixels
+
+    def counts(self) -> dict[str, int]:
+        """The counts as one flat dict (what the journal stores per image); inverse of from_counts."""
+        return {"images": self.images, "refined": self.refined, "changed_pixels": self.changed_pixels,
+                **self.skipped}
+
+    @classmethod
+    def from_counts(cls, counts: dict[str, int]) -> Summary:
+        counts = dict(counts)
+        return cls(images=counts.pop("images", 0), refined=counts.pop("refined", 0),
+                   changed_pixels=counts.pop("changed_pixels", 0), skipped=Counter(counts))
 
 
 def resolve_images(preds: Predictions, images_dir: Path, skip_missing: bool) -> dict[int, Path | None]:
@@ -67,13 +94,13 @@ def resolve_images(preds: Predictions, images_dir: Path, skip_missing: bool) -> 
     return paths
 
 
-def _box(record: dict, mask: np.ndarray | None, height: int, width: int) -> tuple[list[float] | None, str | None]:
+def _box(record: dict, mask: BoxMask | None, height: int, width: int) -> tuple[list[float] | None, str | None]:
     """The record's xywh box (its own, else the mask's tight box) or the reason it cannot be refined."""
     box = record.get("bbox")
     if box is None:
         if mask is None:
             return None, SKIP_NO_BOX
-        box = mask_box(mask)
+        box = mask.box()
     x, y, w, h = box
     if not (w > 0 and h > 0):
         return None, SKIP_DEGENERATE
@@ -82,92 +109,255 @@ def _box(record: dict, mask: np.ndarray | None, height: int, width: int) -> tupl
     return list(box), None
 
 
-def _changed(coarse: np.ndarray | None, crop: np.ndarray, x0: int, y0: int) -> int:
+def _changed(coarse: BoxMask | None, crop: np.ndarray, x0: int, y0: int) -> int:
     """|refined XOR coarse| when the refined mask is ``crop`` at (x0, y0) and zero elsewhere."""
     if coarse is None:
         return int(np.count_nonzero(crop))
     h, w = crop.shape
     window = coarse[y0:y0 + h, x0:x0 + w]
-    return int(np.count_nonzero(window != crop) + np.count_nonzero(coarse) - np.count_nonzero(window))
+    return int(np.count_nonzero(window != crop) + coarse.area - np.count_nonzero(window))
 
 
 def refine_predictions(preds: Predictions, images_dir: Path, refiner: Refiner, *, score_thr: float = 0.0,
                        update_bbox: bool = False, skip_missing: bool = False, write_quality: bool = False,
                        on_image: Callable[[int], None] | None = None, timer: Timer = nullcontext) -> Summary:
-    """Replace the segmentation of every refinable record of ``preds`` in place.
+    """Replace the segmentation of every refinable record of ``preds`` in place (records held in memory;
+    `run` streams files with :func:`refine_file` instead).
 
-    ``write_quality``: also set ``refine_quality`` (the gate's estimate of the coarse mask's IoU
-    with the truth) on every record that went through the model; the refiner must have a gate.
-
-    Images are decoded one at a time and their masks dropped after encoding, so memory
-    does not grow with the dataset. ``on_image(n_records)`` is called after each image;
-    ``timer`` (see Timer) times the stages.
+    Images are decoded one at a time and their masks dropped after encoding. ``on_image(n_records)``
+    is called after each image; ``timer`` (see Timer) times the stages. ``write_quality``: also set
+    ``refine_quality`` (the gate's estimate of the coarse mask's IoU with the truth) on every record
+    that went through the model.
     """
     start = time.perf_counter()
     summary = Summary()
     paths = resolve_images(preds, Path(images_dir), skip_missing)
     for image_id, indices in group_by_image(preds.records).items():
-        _refine_one_image(preds, image_id, indices, paths[image_id], refiner, score_thr, update_bbox,
-                          skip_missing, write_quality, summary, timer)
+        todo = []
+        for index in indices:
+            reason = _skip_before_image(preds.records[index], score_thr)
+            if reason:
+                summary.skipped[reason] += 1
+            else:
+                todo.append((index, preds.records[index]))
+        if todo:
+            prepared = _prepare_image(preds.path, paths[image_id], preds.images.get(image_id), image_id, todo,
+                                      skip_missing, timer)
+            for index, patch in _refine_prepared(prepared, refiner, update_bbox, write_quality, timer):
+                preds.records[index].update(patch)
+            summary.add(prepared.summary)
         if on_image:
             on_image(len(indices))
     summary.seconds = time.perf_counter() - start
     return summary
 
 
-def _refine_one_image(preds, image_id, indices, path, refiner, score_thr, update_bbox, skip_missing, write_quality,
-                      summary, timer):
+def _skip_before_image(record: dict, score_thr: float) -> str | None:
+    """Why a record is kept without looking at its image (the index pass of refine_file applies the same rule)."""
+    if record.get("iscrowd", 0):
+        return SKIP_CROWD
+    if record.get("score", 1.0) < score_thr:
+        return SKIP_SCORE
+    return None
+
+
+@dataclass
+class _Prepared:
+    """One image ready for the network: its decoded pixels and coarse masks, and what it already skipped."""
+
+    summary: Summary
+    image: np.ndarray | None = None
+    todo: list[int] = field(default_factory=list)
+    boxes: list[list[float]] = field(default_factory=list)
+    coarse: list[BoxMask | None] = field(default_factory=list)
+
+
+def _prepare_image(source: Path, path: Path | None, expected: dict | None, image_id: int,
+                   records: list[tuple[int, dict]], skip_missing: bool, timer: Timer = nullcontext) -> _Prepared:
+    """Load the image and decode the coarse masks of ``records`` (all past _skip_before_image)."""
+    prepared = _Prepared(Summary())
+    summary = prepared.summary
     if path is None:
-        summary.skipped[SKIP_IMAGE] += len(indices)
-        return
+        summary.skipped[SKIP_IMAGE] += len(records)
+        return prepared
     try:
         with timer("decode"):
             image = load_image(path)
     except ImageReadError as e:
         if not skip_missing:
-            raise InputError(f"{preds.path}: record {indices[0]}: {e}") from e
-        summary.skipped[SKIP_IMAGE] += len(indices)
-        return
+            raise InputError(f"{source}: record {records[0][0]}: {e}") from e
+        summary.skipped[SKIP_IMAGE] += len(records)
+        return prepared
     summary.images += 1
     height, width = image.shape[:2]
-    expected = preds.images.get(image_id)
     if expected and (expected.get("height"), expected.get("width")) not in ((height, width), (None, None)):
-        raise InputError(f"{preds.path}: image {image_id} ({path}) is {height}x{width} but the images table "
+        raise InputError(f"{source}: image {image_id} ({path}) is {height}x{width} but the images table "
                          f"says {expected.get('height')}x{expected.get('width')}")
-    todo, boxes, coarse = [], [], []
-    for index in indices:
-        record = preds.records[index]
-        where = f"{preds.path}: record {index}"
-        if record.get("iscrowd", 0):
-            summary.skipped[SKIP_CROWD] += 1
-            continue
-        if record.get("score", 1.0) < score_thr:
-            summary.skipped[SKIP_SCORE] += 1
-            continue
+    prepared.image = image
+    for index, record in records:
         with timer("masks in"):
-            mask = decode_mask(record, height, width, where=where, contiguous=False)
-        if mask is not None and not mask.any():
+            full = decode_mask(record, height, width, where=f"{source}: record {index}", contiguous=False)
+            # Only one full-image mask exists at a time: memory stays flat in the instances per image.
+            mask = None if full is None else BoxMask.of(full)
+        if mask is not None and not mask.area:
             summary.skipped[SKIP_EMPTY] += 1
             continue
         box, reason = _box(record, mask, height, width)
         if reason:
             summary.skipped[reason] += 1
             continue
-        todo.append(index), boxes.append(box), coarse.append(mask)
-    results, qualities = refiner.refine_image_with_quality(image, np.array(boxes, np.float32).reshape(-1, 4), coarse,
-                                                           timer=timer)
-    for index, mask, (crop, x0, y0), quality in zip(todo, coarse, results, qualities):
-        if write_quality:
-            preds.records[index]["refine_quality"] = round(quality, 4)
-        if not crop.any():
+        prepared.todo.append(index), prepared.boxes.append(box), prepared.coarse.append(mask)
+    return prepared
+
+
+def _refine_prepared(prepared: _Prepared, refiner: Refiner, update_bbox: bool, write_quality: bool = False,
+                     timer: Timer = nullcontext) -> list[tuple[int, dict]]:
+    """Run the network on a prepared image -> (record index, new fields) of every record it changes:
+    the refined ones, and with ``write_quality`` every one that went through the network."""
+    if prepared.image is None:
+        return []
+    image, summary = prepared.image, prepared.summary
+    height, width = image.shape[:2]
+    results, qualities = refiner.refine_image_with_quality(
+        image, np.array(prepared.boxes, np.float32).reshape(-1, 4), prepared.coarse, timer=timer)
+    patches = []
+    for index, mask, (crop, x0, y0), quality in zip(prepared.todo, prepared.coarse, results, qualities):
+        patch = {}
+        if crop.any():
+            with timer("paste+encode"):
+                patch["segmentation"] = encode_mask_in_box(crop, x0, y0, height, width)
+            if update_bbox:
+                x, y, w, h = mask_box(crop)
+                patch["bbox"] = [x + x0, y + y0, w, h]
+            summary.refined += 1
+            with timer("diff stats"):
+                summary.changed_pixels += _changed(mask, crop, x0, y0)
+        else:
             summary.skipped[SKIP_REFINED_EMPTY] += 1
-            continue
-        record = preds.records[index]
-        with timer("paste+encode"):
-            record["segmentation"] = encode_mask_in_box(crop, x0, y0, height, width)
-        if update_bbox:
-            x, y, w, h = mask_box(crop)
-            record["bbox"] = [x + x0, y + y0, w, h]
-        summary.refined += 1
-        with timer("diff stats"):
-            summary.changed_pixels += _changed(mask, crop, x0, y0)
+        if write_quality:
+            patch["refine_quality"] = round(quality, 4)
+        if patch:
+            patches.append((index, patch))
+    return patches
+
+
+# ---------------------------------------------------------------- files (what `run` calls)
+
+
+def refine_file(index: RecordIndex, groups: ImageGroups, positions: np.ndarray, images_dir: Path,
+                image_table: dict[int, dict], refiner: Refiner, journal: Journal, *, score_thr: float = 0.0,
+                update_bbox: bool = False, skip_missing: bool = False, write_quality: bool = False,
+                on_image: Callable[[int], None] | None = None) -> Summary:
+    """Refine the images at ``positions`` of ``groups`` not yet done in ``journal``, each finished into it.
+
+    Only records past _skip_before_image are read back from the file (the index decided the rest), and
+    images without any are not decoded. A thread loads the next image and decodes its coarse masks
+    while the network runs on the current one. Every image must exist unless ``skip_missing``: a
+    missing one is an InputError before any work. -> the summary of the images at ``positions``
+    (journalled ones included); ``on_image(n_records)`` is called after each image done now.
+    """
+    start = time.perf_counter()
+    positions = np.asarray(positions)
+    paths = {}
+    for g in positions:
+        image_id = int(groups.ids[g])
+        paths[g] = find_image(image_id, images_dir, image_table)
+        if paths[g] is None and not skip_missing:
+            raise InputError(f"{index.path}: record {groups.records(g)[0]}: no image for image_id {image_id} in "
+                             f"{images_dir} (tried the images table, {image_id:012d}.jpg and {image_id}.*; "
+                             "--skip-missing keeps such records unchanged)")
+    keep = ~index.crowd & (index.score >= score_thr)
+    todo = [g for g in positions if not journal.done[g]]
+    with open(index.path, "rb") as f, ThreadPoolExecutor(1, thread_name_prefix="prefetch") as pool:
+
+        def prepare(g: int) -> _Prepared:
+            records = [(int(i), index.read(f, i)) for i in groups.records(g) if keep[i]]
+            if not records:
+                return _Prepared(Summary())
+            image_id = int(groups.ids[g])
+            return _prepare_image(index.path, paths[g], image_table.get(image_id), image_id, records, skip_missing)
+
+        ahead = deque(pool.submit(prepare, g) for g in todo[:_PREFETCH])
+        try:
+            for n, g in enumerate(todo):
+                prepared = ahead.popleft().result()
+                if n + _PREFETCH < len(todo):
+                    ahead.append(pool.submit(prepare, todo[n + _PREFETCH]))
+                patches = _refine_prepared(prepared, refiner, update_bbox, write_quality)
+                journal.finish_image(g, patches, prepared.summary.counts())
+                if on_image:
+                    on_image(len(groups.records(g)))
+        finally:
+            for future in ahead:  # after an error or Ctrl-C: load no further image
+                future.cancel()
+    summary = Summary.from_counts(journal.totals)
+    in_shard = np.concatenate([groups.records(g) for g in positions]) if len(positions) else np.zeros(0, np.int64)
+    summary.skipped[SKIP_CROWD] += int(index.crowd[in_shard].sum())
+    summary.skipped[SKIP_SCORE] += int((~index.crowd[in_shard] & (index.score[in_shard] < score_thr)).sum())
+    summary.skipped = +summary.skipped  # drop zero counts: the table lists only reasons that occurred
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def refined_records(index: RecordIndex, indices: np.ndarray, journal: Journal) -> Iterator[dict]:
+    """The records at ``indices`` (ascending) as the output holds them: each journalled patch applied."""
+    for i, record in zip(indices, iter_records(index, indices)):
+        patch = journal.patch(i)
+        if patch:
+            record.update(patch)  # existing keys keep their place, new ones go last, as in refine_predictions
+        yield record
+
+
+def open_input(predictions: Path, images_json: Path | None = None) -> tuple[RecordIndex, dict[int, dict]]:
+    """Index a predictions file (validating every record) -> (index, image table: --images-json's, the
+    dataset dict's own, or empty)."""
+    index = index_records(predictions)
+    if images_json is not None:
+        return index, image_table(load_json(images_json), str(images_json))
+    if "images" in dict(index.head or ()):
+        return index, image_table(dict(index.head), str(predictions))
+    return index, {}
+
+
+def refine_to_file(index: RecordIndex, image_table_: dict[int, dict], images_dir: Path, output: Path,
+                   refiner: Refiner, settings: dict, *, score_thr: float = 0.0, update_bbox: bool = False,
+                   skip_missing: bool = False, write_quality: bool = False, resume: bool = False,
+                   shard: tuple[int, int] | None = None, on_start: Callable[[int], None] | None = None,
+                   on_image: Callable[[int], None] | None = None) -> tuple[Summary, int]:
+    """`run` from file to file (``index``, ``image_table_`` from :func:`open_input`): refine the (shard's)
+    images into a journal beside the output, then write the output from the input and the journal and
+    drop the journal.
+
+    ``settings``: the options that change the output besides these arguments (weights, batch size, ...),
+    which the journal must match to be resumed. ``on_start(n_images)`` gets the number of images left.
+    -> (summary, number of records written).
+    """
+    groups = group_images(index.image_ids)
+    positions = shard_images(len(groups), *shard) if shard else np.arange(len(groups))
+    identity = {**settings, "input_sha256": index.sha256, "score_thr": score_thr, "update_bbox": update_bbox,
+                "skip_missing": skip_missing, "write_quality": write_quality, "shard": list(shard) if shard else None}
+    journal = Journal.open(journal_path(output), identity, len(index), len(groups), resume)
+    try:
+        if on_start:
+            on_start(int((~journal.done[positions]).sum()))
+        summary = refine_file(index, groups, positions, images_dir, image_table_, refiner, journal,
+                              score_thr=score_thr, update_bbox=update_bbox, skip_missing=skip_missing,
+                              write_quality=write_quality, on_image=on_image)
+        records = np.sort(np.concatenate([groups.records(g) for g in positions])) if len(positions) \
+            else np.zeros(0, np.int64)
+        write_document(output, index.head, refined_records(index, records, journal))
+        if shard:
+            write_manifest(output, *shard, index.sha256, len(records))
+    except InputError:
+        # Bad input fails again on every resume; fixing it changes the input or the options, which
+        # the journal would refuse anyway. Interrupts and crashes keep it.
+        journal.remove()
+        raise
+    finally:
+        journal.close()
+    journal.remove()
+    return summary, len(records)
+
+
+def journal_path(output: Path) -> Path:
+    return output.with_name(output.name + ".journal")

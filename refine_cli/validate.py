@@ -7,9 +7,9 @@ import os
 import secrets
 from pathlib import Path
 
-from .coco_io import InputError, Predictions, check_mask, group_by_image
-from .engine import resolve_images
+from .coco_io import InputError, check_mask, find_image
 from .images import header_size
+from .stream_json import RecordIndex, iter_records
 
 
 def check_output(output: Path) -> None:
@@ -30,28 +30,33 @@ def check_output(output: Path) -> None:
     probe.unlink()
 
 
-def check_inputs(preds: Predictions, images_dir: Path, skip_missing: bool) -> None:
+def check_inputs(index: RecordIndex, image_table: dict[int, dict], images_dir: Path, skip_missing: bool) -> None:
     """Every image found (or --skip-missing) and every mask consistent with its image's size.
 
-    read_predictions has already checked each record's types and finite numbers. An image's size comes
+    ``index`` (stream_json.index_records) has already checked each record's types and finite numbers.
+    Records are read back one at a time, so memory does not grow with the file. An image's size comes
     from the images table and from the file header (both when both exist, and they must agree); masks of
     an image whose size cannot be known without decoding are left to the engine.
     """
-    paths = resolve_images(preds, images_dir, skip_missing)
-    for image_id, indices in group_by_image(preds.records).items():
-        size = _image_size(preds, image_id, paths[image_id])
-        if size is None:
-            continue
-        for index in indices:
-            check_mask(preds.records[index], *size, where=f"{preds.path}: record {index}")
+    sizes: dict[int, tuple[int, int] | None] = {}
+    for i, record in enumerate(iter_records(index, range(len(index)))):
+        image_id = record["image_id"]
+        if image_id not in sizes:
+            path = find_image(image_id, images_dir, image_table)
+            if path is None and not skip_missing:
+                raise InputError(f"{index.path}: record {i}: no image for image_id {image_id} in {images_dir} "
+                                 f"(tried the images table, {image_id:012d}.jpg and {image_id}.*; "
+                                 "--skip-missing keeps such records unchanged)")
+            sizes[image_id] = _image_size(index.path, image_table.get(image_id, {}), image_id, path)
+        if sizes[image_id] is not None:
+            check_mask(record, *sizes[image_id], where=f"{index.path}: record {i}")
 
 
-def _image_size(preds: Predictions, image_id: int, path: Path | None) -> tuple[int, int] | None:
-    entry = preds.images.get(image_id, {})
+def _image_size(source: Path, entry: dict, image_id: int, path: Path | None) -> tuple[int, int] | None:
     table = (entry["height"], entry["width"]) if "height" in entry and "width" in entry else None
     header = header_size(path) if path is not None else None
     if table and header and table != header:
         # The same words as the engine's check after decoding, which stays for files Pillow cannot parse.
-        raise InputError(f"{preds.path}: image {image_id} ({path}) is {header[0]}x{header[1]} but the images "
+        raise InputError(f"{source}: image {image_id} ({path}) is {header[0]}x{header[1]} but the images "
                          f"table says {table[0]}x{table[1]}")
     return table or header

@@ -442,3 +442,25 @@ def test_write_json_atomic_respects_umask(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+# ---------------------------------------------------------------- BoxMask
+
+
+def test_box_mask_slices_like_the_full_mask():
+    from refine_cli.boxes import crop_mask
+    from refine_cli.coco_io import BoxMask
+
+    rng = np.random.default_rng(0)
+    full = np.zeros((30, 40), np.uint8)
+    full[5:17, 9:31] = rng.integers(0, 2, (12, 22), dtype=np.uint8)
+    full[5, 9] = full[16, 30] = 1  # the tight box is exactly rows 5..16, cols 9..30
+    boxed = BoxMask.of(np.asfortranarray(full))
+    assert boxed.crop.shape == (12, 22) and boxed.area == full.sum() and boxed.box() == [9.0, 5.0, 22.0, 12.0]
+    for y0, y1, x0, x1 in [(0, 30, 0, 40), (7, 9, 0, 12), (0, 4, 0, 40), (16, 30, 30, 40), (10, 10, 3, 8)]:
+        assert np.array_equal(boxed[y0:y1, x0:x1], full[y0:y1, x0:x1])
+    box = (3.2, 4.7, 28.9, 20.1)
+    assert (crop_mask(boxed, box, 28) == crop_mask(full, box, 28)).all()
+    empty = BoxMask.of(np.zeros((30, 40), np.uint8))
+    assert empty.area == 0 and empty.box() is None and not empty[0:30, 0:40].any()
+
