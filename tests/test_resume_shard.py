@@ -54,17 +54,17 @@ def _reference(path, images, checkpoint, tmp_path, *extra):
 
 
 def _calls(monkeypatch, on_call=None):
-    """Count Refiner.refine_image calls (one per image with refinable records); on_call(n) runs before each."""
+    """Count network passes (one per image with refinable records); on_call(n) runs before each."""
     calls = []
-    original = Refiner.refine_image
+    original = Refiner.refine_image_with_quality
 
-    def spy(self, *args):
+    def spy(self, *args, **kwargs):
         calls.append(1)
         if on_call:
             on_call(len(calls))
-        return original(self, *args)
+        return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(Refiner, "refine_image", spy)
+    monkeypatch.setattr(Refiner, "refine_image_with_quality", spy)
     return calls
 
 

@@ -153,11 +153,11 @@ def test_example_with_a_bad_last_record_fails_in_seconds_without_torch(tmp_path)
 
 def test_a_write_failure_at_the_end_names_the_output_not_a_temp_file(scene, box_checkpoint, monkeypatch):
     """The folder can vanish during the job: the one line names the output the user asked for."""
-    import refine_cli.coco_io
+    import refine_cli.engine
 
-    def vanished(path, document):
+    def vanished(path, head, records):
         raise FileNotFoundError(2, "No such file or directory", f"{path}.1234.tmp")
-    monkeypatch.setattr(refine_cli.coco_io, "write_json_atomic", vanished)
+    monkeypatch.setattr(refine_cli.engine, "write_document", vanished)
     tmp_path, images, records = scene
     path = tmp_path / "pred.json"
     path.write_text(json.dumps(records))
