@@ -186,11 +186,14 @@ def test_eval_by_quality_bins_records_and_scores_their_iou(tmp_path):
                           {"id": 2, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 400.0,
                            "bbox": [20, 20, 20, 20], "segmentation": encode_mask(_square(40, 40, 20, 20, 40, 40))},
                           {"id": 3, "image_id": 1, "category_id": 1, "iscrowd": 1, "area": 25.0,
-                           "bbox": [0, 30, 5, 5], "segmentation": encode_mask(_square(40, 40, 0, 30, 5, 35))}]}
+                           "bbox": [0, 30, 5, 5], "segmentation": encode_mask(_square(40, 40, 0, 30, 5, 35))},
+                          {"id": 4, "image_id": 1, "category_id": 1, "iscrowd": 1, "area": 25.0,
+                           "bbox": [30, 0, 5, 5], "segmentation": encode_mask(_square(40, 40, 30, 0, 35, 5))}]}
     coarse = [{"image_id": 1, "category_id": 1, "score": 1.0, "segmentation": encode_mask(_square(40, 40, 0, 0, 10, 5))},
               {"image_id": 1, "category_id": 1, "score": 1.0, "segmentation": encode_mask(_square(40, 40, 20, 20, 40, 40))}]
     refined = [dict(coarse[0], segmentation=encode_mask(_square(40, 40, 0, 0, 10, 10)), refine_quality=0.3),
-               dict(coarse[1], refine_quality=0.97)]
+               dict(coarse[1], refine_quality=0.97), dict(coarse[1])]  # the last one kept without the network
+    coarse.append(dict(coarse[1]))
     paths = []
     for name, data in (("gt", gt), ("coarse", coarse), ("refined", refined)):
         paths.append(tmp_path / f"{name}.json")
@@ -203,7 +206,7 @@ def test_eval_by_quality_bins_records_and_scores_their_iou(tmp_path):
     by_q = json.loads(out.read_text())["by_quality"]
     assert by_q["files"] == [str(paths[1]), str(paths[2])]
     rows = by_q["rows"]
-    assert [r["bin"] for r in rows] == [[0.0, 0.5], [0.95, 1.0]] and [r["n"] for r in rows] == [1, 1]
+    assert [r["bin"] for r in rows] == [[0.0, 0.5], [0.95, 1.0]] and [r["n"] for r in rows] == [1, 1]  # not 3
     assert rows[0]["iou"] == pytest.approx([0.5, 1.0]) and rows[1]["iou"] == pytest.approx([1.0, 1.0])
     assert "refine_quality" in res.output
     res = CliRunner().invoke(main, ["eval", "--gt", str(paths[0]), str(paths[1]), "--by-quality"])

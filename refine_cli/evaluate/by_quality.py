@@ -39,15 +39,15 @@ def best_gt_iou(coco_gt: COCO, coco_dt: COCO) -> np.ndarray:
 
 
 def quality_of(coco_dts: list[COCO], names: list[str]) -> tuple[np.ndarray, list[int]]:
-    """(N,) ``refine_quality`` of the first file whose every record has one, and the indices of the
-    files with as many records (those are compared; e.g. a GT file given as a prediction is not)."""
-    for coco, name in zip(coco_dts, names):
+    """(N,) ``refine_quality`` of the first file that has any (NaN for its records without one: those
+    the run kept without the network), and the indices of the files with as many records (those are
+    compared; e.g. a GT file given as a prediction is not)."""
+    for coco in coco_dts:
         anns = [coco.anns[i] for i in sorted(coco.anns)]
-        if anns and all("refine_quality" in a for a in anns):
-            quality = np.array([a["refine_quality"] for a in anns], dtype=float)
+        if any("refine_quality" in a for a in anns):
+            quality = np.array([a.get("refine_quality", np.nan) for a in anns], dtype=float)
             return quality, [i for i, c in enumerate(coco_dts) if len(c.anns) == len(anns)]
-    raise QualityError("--by-quality: no file has 'refine_quality' on every record "
-                       "(write it with `refine-masks run --write-quality`)")
+    raise QualityError("--by-quality: no file has 'refine_quality' (write it with `refine-masks run --write-quality`)")
 
 
 def by_quality(coco_gt: COCO, coco_dts: list[COCO], names: list[str]) -> dict:
@@ -55,10 +55,10 @@ def by_quality(coco_gt: COCO, coco_dts: list[COCO], names: list[str]) -> dict:
     compared file]}]}`` for the non-empty bins."""
     quality, compared = quality_of(coco_dts, names)
     ious = [best_gt_iou(coco_gt, coco_dts[i]) for i in compared]
-    bins = np.clip(np.digitize(quality, QUALITY_BINS[1:-1]), 0, len(QUALITY_BINS) - 2)
+    bins = np.clip(np.digitize(np.nan_to_num(quality, nan=0.0), QUALITY_BINS[1:-1]), 0, len(QUALITY_BINS) - 2)
     rows = []
     for b in range(len(QUALITY_BINS) - 1):
-        sel = bins == b
+        sel = (bins == b) & np.isfinite(quality)
         if sel.any():
             rows.append({"bin": [QUALITY_BINS[b], QUALITY_BINS[b + 1]], "n": int(sel.sum()),
                          "estimate": float(quality[sel].mean()), "iou": [float(i[sel].mean()) for i in ious]})
