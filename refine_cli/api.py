@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .model.checkpoint import DEFAULT_WEIGHTS, load_checkpoint
+from .model.checkpoint import load_checkpoint
+from .model.config import DEFAULT_WEIGHTS
 from .refiner import ImageRefiner, Refiner
 
 class MaskRefiner:

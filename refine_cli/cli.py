@@ -117,7 +117,7 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
             refiner = Refiner(model, _device(device), batch_size, precision)
         if box_expand:
             refiner.cfg.box_expand = box_expand
-        if write_quality and getattr(getattr(refiner, "model", None), "gate", None) is None:
+        if write_quality and not refiner.has_quality:
             raise click.UsageError(f"--write-quality: {weights} has no quality gate (see `refine-masks train-gate`)")
         # Everything else that changes the output bytes: a journal is resumed only by the same settings.
         settings = {"weights_sha256": file_sha256(weights), "box_expand": refiner.cfg.box_expand,

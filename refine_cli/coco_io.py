@@ -202,6 +202,14 @@ def find_image(image_id: int, images_dir: Path, images: dict[int, dict]) -> Path
     return next((path for path in _candidate_paths(image_id, Path(images_dir), images) if path.is_file()), None)
 
 
+def missing_image(source: str | os.PathLike, record: int, image_id: int, images_dir: Path,
+                  skippable: bool = True) -> InputError:
+    """The error for a record whose image find_image cannot locate (``skippable``: name --skip-missing)."""
+    hint = "; --skip-missing keeps such records unchanged" if skippable else ""
+    return InputError(f"{os.fspath(source)}: record {record}: no image for image_id {image_id} in {images_dir} "
+                      f"(tried the images table, {image_id:012d}.jpg and {image_id}.*{hint})")
+
+
 def _candidate_paths(image_id: int, images_dir: Path, images: dict[int, dict]) -> Iterator[Path]:
     """find_image's candidates, best first; lazy so a hit on file_name costs no further path building."""
     file_name = images.get(image_id, {}).get("file_name")

@@ -19,11 +19,12 @@ from .coco_io import (
     Predictions,
     decode_mask,
     encode_mask_in_box,
-    load_json,
     find_image,
     group_by_image,
     image_table,
+    load_json,
     mask_box,
+    missing_image,
 )
 from .images import ImageReadError, load_image
 from .journal import Journal
@@ -88,9 +89,7 @@ def resolve_images(preds: Predictions, images_dir: Path, skip_missing: bool) -> 
     for image_id, indices in group_by_image(preds.records).items():
         paths[image_id] = find_image(image_id, images_dir, preds.images)
         if paths[image_id] is None and not skip_missing:
-            raise InputError(f"{preds.path}: record {indices[0]}: no image for image_id {image_id} in {images_dir} "
-                             f"(tried the images table, {image_id:012d}.jpg and {image_id}.*; "
-                             "--skip-missing keeps such records unchanged)")
+            raise missing_image(preds.path, indices[0], image_id, images_dir)
     return paths
 
 
@@ -263,9 +262,7 @@ def refine_file(index: RecordIndex, groups: ImageGroups, positions: np.ndarray, 
         image_id = int(groups.ids[g])
         paths[g] = find_image(image_id, images_dir, image_table)
         if paths[g] is None and not skip_missing:
-            raise InputError(f"{index.path}: record {groups.records(g)[0]}: no image for image_id {image_id} in "
-                             f"{images_dir} (tried the images table, {image_id:012d}.jpg and {image_id}.*; "
-                             "--skip-missing keeps such records unchanged)")
+            raise missing_image(index.path, groups.records(g)[0], image_id, images_dir)
     keep = ~index.crowd & (index.score >= score_thr)
     todo = [g for g in positions if not journal.done[g]]
     with open(index.path, "rb") as f, ThreadPoolExecutor(1, thread_name_prefix="prefetch") as pool:

@@ -61,6 +61,7 @@ class ImageRefiner:
     """
 
     cfg: RefineMaskConfig
+    has_quality: bool = False  # whether probabilities() returns the quality gate's estimate
 
     def refine_image(self, image: np.ndarray, boxes_xywh: np.ndarray, coarse: Sequence[np.ndarray | None],
                      timer: Callable[[str], AbstractContextManager] = nullcontext
@@ -121,6 +122,7 @@ class Refiner(ImageRefiner):
         self.model = model.eval().to(device, memory_format=torch.channels_last)
         self.batch_size = batch_size
         self.cfg = model.cfg
+        self.has_quality = model.gate is not None
 
     def autocast(self):
         """Context for every model call: bf16 autocast when enabled, else a no-op."""

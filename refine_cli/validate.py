@@ -7,7 +7,7 @@ import os
 import secrets
 from pathlib import Path
 
-from .coco_io import InputError, check_mask, find_image
+from .coco_io import InputError, check_mask, find_image, missing_image
 from .images import header_size
 from .stream_json import RecordIndex, iter_records
 
@@ -44,9 +44,7 @@ def check_inputs(index: RecordIndex, image_table: dict[int, dict], images_dir: P
         if image_id not in sizes:
             path = find_image(image_id, images_dir, image_table)
             if path is None and not skip_missing:
-                raise InputError(f"{index.path}: record {i}: no image for image_id {image_id} in {images_dir} "
-                                 f"(tried the images table, {image_id:012d}.jpg and {image_id}.*; "
-                                 "--skip-missing keeps such records unchanged)")
+                raise missing_image(index.path, i, image_id, images_dir)
             sizes[image_id] = _image_size(index.path, image_table.get(image_id, {}), image_id, path)
         if sizes[image_id] is not None:
             check_mask(record, *sizes[image_id], where=f"{index.path}: record {i}")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .config import DEFAULT_WEIGHTS, RefineMaskConfig  # noqa: F401  (DEFAULT_WEIGHTS: re-exported)
+from .config import RefineMaskConfig
 from .refinemask import RefineMask
 
 FORMAT = "refine-masks/1"
@@ -24,9 +24,14 @@ def save_checkpoint(path: str | os.PathLike, model: RefineMask, meta: dict | Non
     state = {k: v.half() if half and v.is_floating_point() else v for k, v in model.state_dict().items()}
     ckpt = {"format": FORMAT, "config": model.cfg.to_dict(), "state_dict": state, "meta": meta or {}}
     ckpt.update(extra or {})
+    torch_save_atomic(ckpt, path)
+
+
+def torch_save_atomic(obj: object, path: str | os.PathLike) -> None:
+    """torch.save to a temp file beside ``path``, then rename: a crash never leaves half a file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(ckpt, tmp)
+    torch.save(obj, tmp)
     os.replace(tmp, path)
 
 

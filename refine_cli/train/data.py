@@ -20,6 +20,8 @@ from ..model.config import RefineMaskConfig
 from ..refiner import coarse_inputs
 from .simulate import simulate
 
+# Strength of the realistic mode's noise, drawn per instance around the evaluation's 0.25 (training and the gate).
+REALISTIC_NOISE = (0.1, 0.35)
 DEFAULT_MODE_PROBS = {"resolution": 0.4, "realistic": 0.35, "polygon": 0.1, "box": 0.15}
 
 
@@ -96,7 +98,7 @@ class RefineDataset(Dataset):
 
     def __init__(self, entries: list[ImageEntry], cfg: RefineMaskConfig, *, seed: int = 0,
                  max_instances: int = 12, copies: int = 3, min_area: float = 64.0,
-                 mode_probs: dict[str, float] | None = None, realistic_noise=(0.1, 0.35)):
+                 mode_probs: dict[str, float] | None = None, realistic_noise=REALISTIC_NOISE):
         self.entries, self.cfg, self.seed, self.copies = entries, cfg, seed, copies
         # A range of noise around the evaluation's 0.25: the head sees a continuum from nearly
         # clean to badly wrong masks and has to judge each from the image, not from the mode.

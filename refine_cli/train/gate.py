@@ -12,7 +12,6 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,10 +21,11 @@ from ..boxes import crop_masks
 from ..coco_io import decode_mask, mask_box
 from ..images import load_image
 from ..inputs import input_scale, to_input
+from ..model.checkpoint import torch_save_atomic
 from ..model.quality_gate import QualityGate, roi_log_size
 from ..model.refinemask import RefineMask
 from ..refiner import coarse_inputs
-from .data import ImageEntry
+from .data import REALISTIC_NOISE, ImageEntry
 from .simulate import simulate
 
 # (mode, box jitter) per simulated copy of every instance. Perfect masks come twice: on the GT box
@@ -60,10 +60,7 @@ class GateCache:
 
 def save_cache(path: str | os.PathLike, cache: GateCache, key: dict) -> None:
     """Write ``cache`` with the ``key`` it was made from (atomically: temp file + rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"key": json.dumps(key, sort_keys=True), **asdict(cache)}, tmp)
-    os.replace(tmp, path)
+    torch_save_atomic({"key": json.dumps(key, sort_keys=True), **asdict(cache)}, path)
 
 
 def load_cache(path: str | os.PathLike, key: dict) -> GateCache | None:
@@ -99,7 +96,7 @@ def build_cache(model: RefineMask, entries: list[ImageEntry], seed: int, min_are
         for m in masks:
             gt_box = np.array(mask_box(m), dtype=np.float64)
             for k, (mode, sigma) in enumerate(GATE_SIMULATIONS):
-                c, box = simulate(m, gt_box, mode, rng, box_sigma=sigma, noise=rng.uniform(0.1, 0.35))
+                c, box = simulate(m, gt_box, mode, rng, box_sigma=sigma, noise=rng.uniform(*REALISTIC_NOISE))
                 gts.append(m), boxes.append(box), coarse.append(c), modes.append(k)
         if gts:
             scale = input_scale(h, w, cfg.short_side, cfg.max_size)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..coco_io import InputError, Predictions, decode_mask, find_image, group_by_image
+from ..coco_io import InputError, Predictions, decode_mask, find_image, group_by_image, missing_image
 
 @dataclass(frozen=True)
 class InstanceStats:
@@ -99,8 +99,7 @@ def resolve_paths(preds: Predictions, selected: dict[int, list[int]], images_dir
     for image_id, indices in selected.items():
         path = find_image(image_id, images_dir, preds.images)
         if path is None:
-            raise InputError(f"{preds.path}: record {indices[0]}: no image for image_id {image_id} in {images_dir} "
-                             f"(tried the images table, {image_id:012d}.jpg and {image_id}.*)")
+            raise missing_image(preds.path, indices[0], image_id, images_dir, skippable=False)
         paths[image_id] = path
     return paths
 
