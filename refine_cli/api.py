@@ -33,7 +33,8 @@ class MaskRefiner:
 
         Instances that `run` would write back unchanged come back unchanged (their coarse mask,
         all False when box-only): an empty coarse mask, a zero-size box or one outside the image,
-        and an instance whose refined mask is empty. Raises ValueError for inputs of the wrong shape
+        an instance whose refined mask is empty, and one the quality gate judges good enough
+        (its estimate above the checkpoint's ``gate_keep_above``). Raises ValueError for inputs of the wrong shape
         or type.
         """
         like = masks if masks is not None else boxes
@@ -46,8 +47,9 @@ class MaskRefiner:
         xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
         todo = [i for i in range(n) if _refinable(xywh[i], h, w) and (masks is None or out[i].any())]
         coarse = [None if masks is None else masks[i] for i in todo]
-        for i, (crop, x0, y0) in zip(todo, self.engine.refine_image(image, xywh[todo], coarse)):
-            if crop.any():
+        for i, result in zip(todo, self.engine.refine_image(image, xywh[todo], coarse)):
+            if result is not None and result[0].any():
+                crop, x0, y0 = result
                 out[i] = False
                 out[i, y0:y0 + crop.shape[0], x0:x0 + crop.shape[1]] = crop != 0
         return torch.from_numpy(out).to(like.device) if isinstance(like, torch.Tensor) else out

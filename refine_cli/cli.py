@@ -67,6 +67,9 @@ def main() -> None:
 @click.option("--write-quality", is_flag=True,
               help="Add 'refine_quality' to every refined record: the model's estimate of the input mask's "
                    "IoU with the truth (needs a checkpoint with a quality gate, as the shipped one has).")
+@click.option("--keep-above", type=click.FloatRange(0.0, 1.0), default=None, metavar="Q",
+              help="Keep a mask unchanged where the quality gate estimates its IoU with the truth above Q; "
+                   "1 refines every mask [default: the checkpoint's, set by train-gate].")
 @click.option("--skip-missing", is_flag=True, help="Keep records of missing/unreadable images unchanged.")
 @click.option("--overwrite", is_flag=True, help="Allow the output to replace the input file.")
 @click.option("--resume", is_flag=True,
@@ -75,7 +78,7 @@ def main() -> None:
               help="Refine only the K-th of N disjoint sets of images (1 <= K <= N); `merge` joins the parts.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def run(predictions, images, output, weights, images_json, score_thr, box_expand, batch_size, device, threads,
-        precision, update_bbox, write_quality, skip_missing, overwrite, resume, shard, debug):
+        precision, update_bbox, write_quality, keep_above, skip_missing, overwrite, resume, shard, debug):
     """Refine every mask of PREDICTIONS (COCO results JSON) using the images in IMAGES."""
     from .coco_io import InputError
     from .console import err_console, fail, progress_bar
@@ -119,9 +122,14 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
             refiner.cfg.box_expand = box_expand
         if write_quality and not refiner.has_quality:
             raise click.UsageError(f"--write-quality: {weights} has no quality gate (see `refine-masks train-gate`)")
+        if keep_above is not None:
+            if not refiner.has_quality:
+                raise click.UsageError(f"--keep-above: {weights} has no quality gate (see `refine-masks train-gate`)")
+            refiner.cfg.gate_keep_above = keep_above
         # Everything else that changes the output bytes: a journal is resumed only by the same settings.
         settings = {"weights_sha256": file_sha256(weights), "box_expand": refiner.cfg.box_expand,
-                    "batch_size": batch_size, "device": _device(device), "precision": precision}
+                    "batch_size": batch_size, "device": _device(device), "precision": precision,
+                    "keep_above": refiner.cfg.gate_keep_above}
         with progress_bar() as bar, sigterm_as_interrupt():
             task = bar.add_task("refining images", total=None, rate="")
             done = [0]
@@ -315,7 +323,7 @@ def train_gate(init, data, out, steps, batch_size, lr, threads, seed, cache, deb
     from .console import err_console, fail, progress_bar
     from .model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
     from .train.data import load_sets
-    from .train.gate import GATE_SIMULATIONS, attach_gate, build_cache, load_cache, save_cache
+    from .train.gate import GATE_SIMULATIONS, attach_gate, build_cache, keep_threshold, load_cache, save_cache
     from .train.gate import train_gate as fit_gate
 
     if threads:
@@ -338,12 +346,14 @@ def train_gate(init, data, out, steps, batch_size, lr, threads, seed, cache, deb
         result = fit_gate(model, instances, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                           progress=lambda i, n, losses: bar.update(task, completed=i, rate=" ".join(
                               f"{k} {v:.3f}" for k, v in losses.items())))
+    model.cfg.gate_keep_above = keep_threshold(model.gate, instances)
     meta = {**ckpt.get("meta", {}), "gate": {"init": str(init), "data": data.split(","), "steps": steps,
                                              "batch_size": batch_size, "lr": lr, "seed": seed,
                                              "instances": len(instances), "simulations": GATE_SIMULATIONS,
                                              "final_losses": result}}
     save_checkpoint(out, model, meta=meta)
-    err_console.print(f"gate: {len(instances)} cached instances, {steps} steps in {result['seconds']:.0f} s -> {out}")
+    err_console.print(f"gate: {len(instances)} cached instances, {steps} steps in {result['seconds']:.0f} s, "
+                      f"keeps masks estimated above {model.cfg.gate_keep_above} -> {out}")
 
 
 def _parse_modes(text: str) -> dict[str, float]:

@@ -43,6 +43,7 @@ SKIP_DEGENERATE = "zero or negative box"
 SKIP_OUTSIDE = "box outside the image"
 SKIP_IMAGE = "image missing or unreadable (--skip-missing)"
 SKIP_REFINED_EMPTY = "refined mask empty (coarse kept)"
+SKIP_GATE = "judged good by the quality gate (--keep-above)"
 
 # Timing hook: ``timer(stage)`` wraps each stage of the work (the bench's time split). The stages are
 # "decode", "masks in", "paste+encode", "diff stats" here and "masks in", "resize", "backbone", "head",
@@ -220,9 +221,12 @@ def _refine_prepared(prepared: _Prepared, refiner: Refiner, update_bbox: bool, w
     results, qualities = refiner.refine_image_with_quality(
         image, np.array(prepared.boxes, np.float32).reshape(-1, 4), prepared.coarse, timer=timer)
     patches = []
-    for index, mask, (crop, x0, y0), quality in zip(prepared.todo, prepared.coarse, results, qualities):
+    for index, mask, result, quality in zip(prepared.todo, prepared.coarse, results, qualities):
         patch = {}
-        if crop.any():
+        if result is None:
+            summary.skipped[SKIP_GATE] += 1
+        elif result[0].any():
+            crop, x0, y0 = result
             with timer("paste+encode"):
                 patch["segmentation"] = encode_mask_in_box(crop, x0, y0, height, width)
             if update_bbox:

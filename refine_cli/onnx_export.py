@@ -23,6 +23,7 @@ from .model.refinemask import RefineMask
 CONFIG_KEY = "refine_masks_config"
 INPUT_NAMES = ("image", "rois", "coarse")
 OUTPUT_NAME = "probs"
+QUALITY_NAME = "quality"  # a second output where the checkpoint has a quality gate
 MIN_OPSET = 16  # RoiAlign's coordinate_transformation_mode (half_pixel = aligned=True) is opset 16
 
 
@@ -33,14 +34,17 @@ class ExportError(Exception):
 class _Network(nn.Module):
     """image (1, 3, H, W) float in [0, 255], H and W multiples of the config's size_divisibility;
     rois (N, 5) [0, x0, y0, x1, y1] in its pixels; coarse (N, 1, S, S) in [0, 1]
-    -> probs (N, 1, S, S), S the last stage size (``RefineMask.refine``)."""
+    -> probs (N, 1, S, S), S the last stage size, and with a quality gate its (N,) estimate
+    (``RefineMask.refine_with_quality``)."""
 
     def __init__(self, model: RefineMask):
         super().__init__()
         self.model = model
+        self.output_names = [OUTPUT_NAME] + ([QUALITY_NAME] if model.gate is not None else [])
 
-    def forward(self, image: torch.Tensor, rois: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
-        return self.model.refine(self.model.extract(image), rois, coarse)
+    def forward(self, image: torch.Tensor, rois: torch.Tensor, coarse: torch.Tensor):
+        probs, quality = self.model.refine_with_quality(self.model.extract(image), rois, coarse)
+        return probs if quality is None else (probs, quality)
 
 
 def example_inputs(model: RefineMask, height: int, width: int, n: int = 8,
@@ -88,9 +92,10 @@ def export_model(model: RefineMask, out: str | os.PathLike, opset: int = 17) -> 
         with warnings.catch_warnings():  # the tracer's notes on Python ints; checked numerically below
             warnings.simplefilter("ignore")
             torch.onnx.export(net, example_inputs(model, *_input_size(model, 4 / 3)), str(tmp), dynamo=False,
-                              opset_version=opset, input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
+                              opset_version=opset, input_names=list(INPUT_NAMES), output_names=net.output_names,
                               dynamic_axes={"image": {2: "height", 3: "width"}, "rois": {0: "instances"},
-                                            "coarse": {0: "instances"}, OUTPUT_NAME: {0: "instances"}})
+                                            "coarse": {0: "instances"},
+                                            **{name: {0: "instances"} for name in net.output_names}})
         proto = onnx.load(str(tmp))
         onnx.helper.set_model_props(proto, {CONFIG_KEY: json.dumps(model.cfg.to_dict())})
         onnx.save(proto, str(tmp))
@@ -102,16 +107,17 @@ def export_model(model: RefineMask, out: str | os.PathLike, opset: int = 17) -> 
 
 
 def check_export(net: nn.Module, path: str | os.PathLike, tolerance: float = 1e-3) -> float:
-    """Largest |probability difference| between onnxruntime on ``path`` and ``net`` on a 3:2 input
-    with 13 RoIs; raises ExportError above ``tolerance``."""
+    """Largest |difference| of any output (probabilities, quality estimate) between onnxruntime on
+    ``path`` and ``net`` on a 3:2 input with 13 RoIs; raises ExportError above ``tolerance``."""
     from .onnx_runtime import session
 
     model = net.model
     inputs = example_inputs(model, *_input_size(model, 3 / 2), n=13, seed=1)
     with torch.inference_mode():
-        want = net(*inputs).numpy()
-    got = session(path).run([OUTPUT_NAME], dict(zip(INPUT_NAMES, (t.numpy() for t in inputs))))[0]
-    diff = float(abs(got - want).max())
+        want = net(*inputs)
+    want = [want] if isinstance(want, torch.Tensor) else list(want)
+    got = session(path).run(net.output_names, dict(zip(INPUT_NAMES, (t.numpy() for t in inputs))))
+    diff = max(float(abs(g - w.numpy()).max()) for g, w in zip(got, want))
     if not diff <= tolerance:
         raise ExportError(f"the ONNX graph differs from torch by {diff:.2g} in probability (> {tolerance}); "
                           "not written")

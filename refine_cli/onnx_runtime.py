@@ -13,7 +13,7 @@ import torch
 
 from .model.checkpoint import CheckpointError
 from .model.config import RefineMaskConfig
-from .onnx_export import CONFIG_KEY, INPUT_NAMES, OUTPUT_NAME
+from .onnx_export import CONFIG_KEY, INPUT_NAMES, OUTPUT_NAME, QUALITY_NAME
 from .refiner import ImageRefiner
 
 
@@ -59,10 +59,13 @@ class OnnxRefiner(ImageRefiner):
             raise CheckpointError(f"{os.fspath(path)}: not a refine-masks ONNX export (no {CONFIG_KEY!r} metadata; "
                                   "make one with `refine-masks export`)")
         self.cfg = RefineMaskConfig.from_dict(json.loads(meta[CONFIG_KEY]))
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.has_quality = QUALITY_NAME in self.outputs
 
     def probabilities(self, x: torch.Tensor, rois: torch.Tensor, grids: torch.Tensor,
-                      timer=nullcontext) -> tuple[torch.Tensor, None]:
-        """See :meth:`ImageRefiner.probabilities`; the export holds the gate's blend, not its estimate."""
+                      timer=nullcontext) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """See :meth:`ImageRefiner.probabilities`."""
         feed = {name: np.ascontiguousarray(t.numpy()) for name, t in zip(INPUT_NAMES, (x, rois, grids))}
         with timer("network"):
-            return torch.from_numpy(self.session.run([OUTPUT_NAME], feed)[0]), None
+            out = self.session.run(self.outputs, feed)
+        return torch.from_numpy(out[0]), torch.from_numpy(out[1]) if self.has_quality else None

@@ -43,6 +43,14 @@ def coarse_inputs(boxes_xywh: np.ndarray, coarse: Sequence[np.ndarray | None], b
     return frames, grids
 
 
+def kept_by_gate(qualities: Sequence[float | None], coarse: Sequence[np.ndarray | None],
+                 keep_above: float) -> list[bool]:
+    """Per instance: is its estimated coarse IoU above ``keep_above``? Those keep the detector's
+    mask as it came (not its 112x112 resample): a mask judged that good is likelier to lose than to
+    gain from any change. Box-only records have no mask to keep."""
+    return [q is not None and m is not None and q > keep_above for q, m in zip(qualities, coarse)]
+
+
 def uses_bf16(precision: str, device: torch.device) -> bool:
     """Whether ``precision`` means bfloat16 autocast on ``device``.
 
@@ -65,12 +73,13 @@ class ImageRefiner:
 
     def refine_image(self, image: np.ndarray, boxes_xywh: np.ndarray, coarse: Sequence[np.ndarray | None],
                      timer: Callable[[str], AbstractContextManager] = nullcontext
-                     ) -> list[tuple[np.ndarray, int, int]]:
+                     ) -> list[tuple[np.ndarray, int, int] | None]:
         """Refine N instances of one image.
 
         image: (H, W, 3) uint8 RGB; boxes_xywh: (N, 4) valid boxes (w, h > 0); coarse: N full-image
         (H, W) uint8 masks, or None for box-only records. Returns per instance (crop, x0, y0):
-        the binary refined mask on the pixels its expanded box covers (see ``paste_mask_in_box``).
+        the binary refined mask on the pixels its expanded box covers (see ``paste_mask_in_box``),
+        or None where the quality gate keeps the input mask (see :func:`kept_by_gate`).
         ``timer(stage)`` wraps each stage (engine.Timer names them).
         """
         return self.refine_image_with_quality(image, boxes_xywh, coarse, timer)[0]
@@ -79,7 +88,7 @@ class ImageRefiner:
     def refine_image_with_quality(self, image: np.ndarray, boxes_xywh: np.ndarray,
                                   coarse: Sequence[np.ndarray | None],
                                   timer: Callable[[str], AbstractContextManager] = nullcontext
-                                  ) -> tuple[list[tuple[np.ndarray, int, int]], list[float | None]]:
+                                  ) -> tuple[list[tuple[np.ndarray, int, int] | None], list[float | None]]:
         """:meth:`refine_image` plus the quality gate's per-instance estimate of each coarse mask's
         IoU with the truth (None for every instance when the network gives no estimate)."""
         h, w = image.shape[:2]
@@ -93,9 +102,12 @@ class ImageRefiner:
             x = to_input(image, scale, cfg.size_divisibility)
         rois = torch.cat([torch.zeros(len(frames), 1), frames * scale], dim=1)
         probs, quality = self.probabilities(x, rois, grids, timer)
+        qualities = quality.tolist() if quality is not None else [None] * len(probs)
+        keep = kept_by_gate(qualities, coarse, cfg.gate_keep_above)
         with timer("paste+encode"):
-            results = [paste_mask_in_box(p, tuple(f), h, w) for p, f in zip(probs[:, 0], frames.tolist())]
-        return results, quality.tolist() if quality is not None else [None] * len(results)
+            results = [None if k else paste_mask_in_box(p, tuple(f), h, w)
+                       for p, f, k in zip(probs[:, 0], frames.tolist(), keep)]
+        return results, qualities
 
     def probabilities(self, x: torch.Tensor, rois: torch.Tensor, grids: torch.Tensor,
                       timer: Callable[[str], AbstractContextManager] = nullcontext

@@ -139,3 +139,29 @@ def test_cli_errors_are_one_line(exported, tmp_path):
                                    str(weights)])
         assert res.exit_code == 2 and message in res.output, res.output
         assert len(res.output.strip().splitlines()) == 1
+
+
+def test_gated_export_gives_the_estimate_and_keeps_the_same_masks(tmp_path):
+    """A gated checkpoint exports its quality estimate as a second output, so the ONNX refiner keeps
+    exactly the instances the torch one keeps (``gate_keep_above`` travels in the metadata)."""
+    from refine_cli.train.gate import attach_gate
+
+    model = attach_gate(random_head_model())
+    with torch.no_grad():
+        model.gate.instance[0].weight.normal_(0, 1.0)  # estimates that differ between instances
+    image, boxes, masks = blobs(96, 128)
+    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1)
+    _, want_q = Refiner(model).refine_image_with_quality(image, xywh, list(masks))
+    low, mid = sorted(want_q)[:2]
+    assert mid - low > 1e-3
+    model.cfg.gate_keep_above = (low + mid) / 2  # keeps two instances of the three, clear of rounding
+    ckpt, path = tmp_path / "gated.pt", tmp_path / "gated.onnx"
+    save_checkpoint(ckpt, model.eval())
+    res = CliRunner().invoke(main, ["export", str(path), "--weights", str(ckpt)])
+    assert res.exit_code == 0, res.output
+    onnx_refiner = OnnxRefiner(path)
+    assert onnx_refiner.has_quality and [o.name for o in onnx_refiner.session.get_outputs()] == ["probs", "quality"]
+    want, want_q = Refiner(model).refine_image_with_quality(image, xywh, list(masks))
+    got, got_q = onnx_refiner.refine_image_with_quality(image, xywh, list(masks))
+    assert np.allclose(got_q, want_q, atol=1e-4)
+    assert [r is None for r in got] == [r is None for r in want] == [q > low for q in want_q]

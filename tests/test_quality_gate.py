@@ -21,12 +21,14 @@ from refine_cli.train.gate import (
     attach_gate,
     build_cache,
     coarse_iou,
+    keep_threshold,
     load_cache,
     save_cache,
     train_gate,
 )
 from refine_cli.train.simulate import simulate
 
+from .conftest import blobs, random_head_model
 from .test_run import dataset  # noqa: F401  (fixture)
 from .test_train import tiny_set  # noqa: F401  (fixture)
 
@@ -211,3 +213,79 @@ def test_eval_by_quality_bins_records_and_scores_their_iou(tmp_path):
     assert "refine_quality" in res.output
     res = CliRunner().invoke(main, ["eval", "--gt", str(paths[0]), str(paths[1]), "--by-quality"])
     assert res.exit_code == 2 and "write-quality" in res.output
+
+
+def _confident_gate_checkpoint(path, keep_above: float):
+    """A tiny gated model whose estimate is 1 for every instance (quality logit +30), and whose
+    cascade changes masks (random logit convs), saved with ``gate_keep_above``."""
+    model = attach_gate(random_head_model())
+    model.cfg.gate_keep_above = keep_above
+    with torch.no_grad():
+        model.gate.instance[2].bias.copy_(torch.tensor([30.0, 30.0]))
+    save_checkpoint(path, model.eval())
+    return path
+
+
+def test_kept_by_gate_needs_a_mask_and_an_estimate_above_the_threshold():
+    from refine_cli.refiner import kept_by_gate
+
+    m = np.ones((2, 2), np.uint8)
+    assert kept_by_gate([0.9, 0.9, 0.5, None, 1.0], [m, None, m, m, m], 0.8) == [True, False, False, False, True]
+    assert kept_by_gate([1.0], [m], 1.0) == [False]  # 1 keeps nothing, even a saturated estimate
+
+
+def test_run_keeps_masks_the_gate_judges_good(dataset, box_checkpoint, tmp_path):  # noqa: F811
+    path, images, records = dataset
+    ckpt = _confident_gate_checkpoint(tmp_path / "sure.pt", keep_above=0.5)
+    out = tmp_path / "out.json"
+    res = CliRunner().invoke(main, ["run", str(path), str(images), "-o", str(out), "--weights", str(ckpt),
+                                    "--device", "cpu", "--write-quality"])
+    assert res.exit_code == 0, res.output
+    assert "quality gate" in res.output
+    refined = json.loads(out.read_text())
+    for before, after in zip(records, refined):
+        if "segmentation" in before:  # kept exactly as it came, polygons included
+            assert after["segmentation"] == before["segmentation"]
+    box_only = refined[2]
+    assert "segmentation" in box_only and box_only["refine_quality"] == 1.0  # no mask to keep: refined
+    res = CliRunner().invoke(main, ["run", str(path), str(images), "-o", str(out), "--weights", str(ckpt),
+                                    "--device", "cpu", "--keep-above", "1"])
+    assert res.exit_code == 0, res.output
+    refined = json.loads(out.read_text())
+    assert refined[0]["segmentation"] != records[0]["segmentation"]  # every mask refined
+    assert isinstance(refined[1]["segmentation"], dict)  # the polygon became an RLE
+    res = CliRunner().invoke(main, ["run", str(path), str(images), "-o", str(out), "--weights",
+                                    str(box_checkpoint), "--device", "cpu", "--keep-above", "0.9"])
+    assert res.exit_code == 2 and "has no quality gate" in res.output
+
+
+def test_library_api_hands_kept_masks_back(tmp_path):
+    from refine_cli.api import load_refiner
+
+    image, boxes, masks = blobs(64, 80)
+    keep = load_refiner(_confident_gate_checkpoint(tmp_path / "sure.pt", keep_above=0.5))
+    assert np.array_equal(keep.refine(image, boxes, masks), masks)
+    refine_all = load_refiner(_confident_gate_checkpoint(tmp_path / "all.pt", keep_above=1.0))
+    assert not np.array_equal(refine_all.refine(image, boxes, masks), masks)
+
+
+def test_keep_threshold_is_the_lowest_clean_estimate():
+    from refine_cli.train.gate import GATE_SIMULATIONS
+
+    torch.manual_seed(0)
+    n = 4 * len(GATE_SIMULATIONS)
+    gt = _disc(n)
+    cache = GateCache(coarse=(gt * 255).to(torch.uint8), refined=(gt * 200).to(torch.uint8),
+                      gt=(gt * 255).to(torch.uint8), rgb=torch.randint(-127, 127, (n, 3, 112, 112), dtype=torch.int8),
+                      log_size=torch.rand(n, 2) * 5, mode=torch.arange(n) % len(GATE_SIMULATIONS))
+    gate = QualityGate(4)
+    with torch.no_grad():
+        gate.instance[0].weight.normal_(0, 1.0)
+    gate.eval()
+    coarse, refined, _, rgb, log_size = cache.batch(torch.arange(n))
+    with torch.no_grad():
+        q = gate(coarse, refined, rgb, log_size)[1]
+    clean = torch.tensor([GATE_SIMULATIONS[int(m)][0] in ("perfect", "polygon") for m in cache.mode])
+    thr = keep_threshold(gate, cache, chunk=5)
+    assert thr <= float(q[clean].min()) < thr + 0.001
+    assert float(q[~clean].min()) != float(q[clean].min())  # the other simulations did not count

@@ -50,9 +50,12 @@ def test_shipped_gate_keeps_perfect_masks_closer_than_the_cascade_alone():
             masks = [decode_mask(a, im["height"], im["width"], where="gt") for a in anns]
             image = load_image(EXAMPLE / "images" / im["file_name"])
             results = refiner.refine_image(image, np.array([a["bbox"] for a in anns], np.float32), masks)
-            for m, (crop, x0, y0) in zip(masks, results):
-                full = np.zeros_like(m)
-                full[y0:y0 + crop.shape[0], x0:x0 + crop.shape[1]] = crop
+            for m, result in zip(masks, results):
+                full = m.copy()  # kept by the gate's threshold: the input mask as it came
+                if result is not None:
+                    crop, x0, y0 = result
+                    full[:] = 0
+                    full[y0:y0 + crop.shape[0], x0:x0 + crop.shape[1]] = crop
                 ious.append((full & m).sum() / max((full | m).sum(), 1))
         return float(np.mean(ious))
 

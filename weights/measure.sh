@@ -2,8 +2,9 @@
 # Reproduces the accuracy tables of weights/README.md with the project's own commands:
 # simulated coarse sets -> refine-masks run -> refine-masks eval (coarse | refined | GT), for each
 # seed in SEEDS, then weights/summarize.py prints the mean over seeds with per-size rows.
-#   [SEEDS="2026 7 11"] [QUICK=1] bash weights/measure.sh [CHECKPOINT] [WORKDIR]
-# QUICK=1 scores the example's perfect, resolution, realistic and polygon sets only (to compare candidates).
+#   [SEEDS="2026 7 11"] [QUICK=1] [RUN_ARGS="--keep-above 1"] bash weights/measure.sh [CHECKPOINT] [WORKDIR]
+# QUICK=1 scores the example's perfect, resolution, realistic and polygon sets only (to compare candidates);
+# RUN_ARGS are passed to every `refine-masks run`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 W=${1:-weights/refinemask_effl0.pt}
@@ -14,7 +15,7 @@ measure() {  # dir name gt images-dir mode box-sigma
     python3 examples/make_predictions.py --gt "$gt" --mode "$mode" --seed "$SEED" --box-sigma "$sigma" \
         --out "$dir/$name.json"
     refine-masks run "$dir/$name.json" "$images" -o "$dir/$name.refined.json" --weights "$W" --images-json "$gt" \
-        $QUALITY
+        $QUALITY ${RUN_ARGS:-}
     # Box-only records have no mask to score: that set is scored refined vs GT only.
     local coarse="$dir/$name.json" by=""; [ "$mode" = box ] && coarse=""
     [ -n "$QUALITY" ] && [ "$mode" != box ] && by=--by-quality

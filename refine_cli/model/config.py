@@ -41,6 +41,10 @@ class RefineMaskConfig:
     # the estimated quality of the coarse one, so near-perfect input comes back nearly unchanged.
     quality_gate: bool = False
     gate_channels: int = 16
+    # An instance whose estimated coarse IoU is above this keeps its input mask untouched: the soft
+    # blend alone still moved clean masks (train-gate sets it just below the lowest estimate any
+    # clean training simulation got; 1.0 keeps nothing).
+    gate_keep_above: float = 1.0
     bar_train_width: int = 2
     bar_infer_width: int = 1
     bar_stages: tuple[int, ...] = (2, 3)  # stages whose loss / fusion is limited to the band

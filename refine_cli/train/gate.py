@@ -162,6 +162,21 @@ def train_gate(model: RefineMask, cache: GateCache, *, steps: int, batch_size: i
     return {**{k: float(np.mean([t[k] for t in tail])) for k in tail[0]}, "seconds": time.perf_counter() - start}
 
 
+@torch.inference_mode()
+def keep_threshold(gate: QualityGate, cache: GateCache, chunk: int = 512) -> float:
+    """Just below the lowest estimate ``gate`` gives any clean simulation of ``cache`` (perfect and
+    polygon masks: the cascade only ever loses on them): that estimate floored to 3 decimals. Refining only what looks
+    worse than every clean training mask trades part of the gain on blobby masks for leaving
+    good masks alone, the order of priorities of a refiner run on an unknown detector."""
+    clean = [k for k, (mode, _) in enumerate(GATE_SIMULATIONS) if mode in ("perfect", "polygon")]
+    idx = torch.nonzero(torch.isin(cache.mode, torch.tensor(clean)))[:, 0]
+    lowest = 1.0
+    for start in range(0, len(idx), chunk):
+        coarse, refined, _, rgb, log_size = cache.batch(idx[start:start + chunk])
+        lowest = min(lowest, float(gate(coarse, refined, rgb, log_size)[1].min()))
+    return float(np.floor(lowest * 1000) / 1000)
+
+
 def attach_gate(model: RefineMask, seed: int = 0) -> RefineMask:
     """Give ``model`` a freshly initialised gate (``quality_gate`` on in its config), in place."""
     model.cfg = replace(model.cfg, quality_gate=True)
