@@ -13,7 +13,7 @@ import torch
 
 from .model.checkpoint import CheckpointError
 from .model.config import RefineMaskConfig
-from .onnx_export import CONFIG_KEY, INPUT_NAMES, OUTPUT_NAME, QUALITY_NAME
+from .onnx_export import CONFIG_KEY, INPUT_NAMES, QUALITY_NAME
 from .refiner import ImageRefiner
 
 
