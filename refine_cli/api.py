@@ -33,9 +33,9 @@ class MaskRefiner:
 
         Instances that `run` would write back unchanged come back unchanged (their coarse mask,
         all False when box-only): an empty coarse mask, a zero-size box or one outside the image,
-        an instance whose refined mask is empty, and one the quality gate judges good enough
-        (its estimate above the checkpoint's ``gate_keep_above``). Raises ValueError for inputs of the wrong shape
-        or type.
+        an instance whose refined mask is empty, and one the quality gate judges good enough (its
+        estimate above the checkpoint's ``gate_keep_above``). Raises ValueError for inputs of the
+        wrong shape or type.
         """
         like = masks if masks is not None else boxes
         image, boxes = _numpy(image, "image"), _numpy(boxes, "boxes").astype(np.float32, copy=False)

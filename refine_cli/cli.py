@@ -120,11 +120,10 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
             refiner = Refiner(model, _device(device), batch_size, precision)
         if box_expand:
             refiner.cfg.box_expand = box_expand
-        if write_quality and not refiner.has_quality:
-            raise click.UsageError(f"--write-quality: {weights} has no quality gate (see `refine-masks train-gate`)")
+        for flag, given in (("--write-quality", write_quality), ("--keep-above", keep_above is not None)):
+            if given and not refiner.has_quality:
+                raise click.UsageError(f"{flag}: {weights} has no quality gate (see `refine-masks train-gate`)")
         if keep_above is not None:
-            if not refiner.has_quality:
-                raise click.UsageError(f"--keep-above: {weights} has no quality gate (see `refine-masks train-gate`)")
             refiner.cfg.gate_keep_above = keep_above
         # Everything else that changes the output bytes: a journal is resumed only by the same settings.
         settings = {"weights_sha256": file_sha256(weights), "box_expand": refiner.cfg.box_expand,

@@ -165,9 +165,11 @@ def train_gate(model: RefineMask, cache: GateCache, *, steps: int, batch_size: i
 @torch.inference_mode()
 def keep_threshold(gate: QualityGate, cache: GateCache, chunk: int = 512) -> float:
     """Just below the lowest estimate ``gate`` gives any clean simulation of ``cache`` (perfect and
-    polygon masks: the cascade only ever loses on them): that estimate floored to 3 decimals. Refining only what looks
-    worse than every clean training mask trades part of the gain on blobby masks for leaving
-    good masks alone, the order of priorities of a refiner run on an unknown detector."""
+    polygon masks: the cascade only ever loses on them): that estimate floored to 3 decimals.
+
+    Refining only what looks worse than every clean training mask trades part of the gain on blobby
+    masks for leaving good masks alone, the order of priorities of a refiner run on an unknown detector.
+    """
     clean = [k for k, (mode, _) in enumerate(GATE_SIMULATIONS) if mode in ("perfect", "polygon")]
     idx = torch.nonzero(torch.isin(cache.mode, torch.tensor(clean)))[:, 0]
     lowest = 1.0
