@@ -324,6 +324,7 @@ def train_gate(init, data, out, steps, batch_size, lr, threads, seed, cache, deb
     from .train.data import load_sets
     from .train.gate import GATE_SIMULATIONS, attach_gate, build_cache, keep_threshold, load_cache, save_cache
     from .train.gate import train_gate as fit_gate
+    from .train.provenance import environment
 
     if threads:
         torch.set_num_threads(threads)
@@ -349,7 +350,7 @@ def train_gate(init, data, out, steps, batch_size, lr, threads, seed, cache, deb
     meta = {**ckpt.get("meta", {}), "gate": {"init": str(init), "data": data.split(","), "steps": steps,
                                              "batch_size": batch_size, "lr": lr, "seed": seed,
                                              "instances": len(instances), "simulations": GATE_SIMULATIONS,
-                                             "final_losses": result}}
+                                             "final_losses": result, "environment": environment()}}
     save_checkpoint(out, model, meta=meta)
     err_console.print(f"gate: {len(instances)} cached instances, {steps} steps in {result['seconds']:.0f} s, "
                       f"keeps masks estimated above {model.cfg.gate_keep_above} -> {out}")

@@ -168,6 +168,8 @@ def test_train_gate_command_writes_a_gated_checkpoint(tiny_set, tmp_path):  # no
     model, ckpt = load_checkpoint(out)
     assert model.cfg.quality_gate and model.gate is not None
     assert ckpt["meta"]["recipe"] == "x" and ckpt["meta"]["gate"]["instances"] == 36
+    # the versions the gate was trained under: a reproduction elsewhere can tell why it differs
+    assert torch.__version__.startswith(ckpt["meta"]["gate"]["environment"]["torch"])
     base, _ = load_checkpoint(init)
     assert all(torch.equal(v, base.state_dict()[k]) for k, v in model.state_dict().items() if k in base.state_dict())
     res = CliRunner().invoke(main, ["train-gate", "--init", str(tmp_path / "nope.pt"), "--data", str(tiny_set),

@@ -69,6 +69,7 @@ def test_train_loss_falls_and_checkpoint_round_trips(tiny_set, tmp_path):
     assert model.cfg == tiny_config()
     assert ckpt["meta"]["best"]["step"] in (20, 40)
     assert set(ckpt["meta"]["best"]["metrics"]) == {"resolution", "realistic"}
+    assert ckpt["meta"]["environment"]["numpy"] == np.__version__
 
 
 def test_train_resume_continues_where_it_stopped(tiny_set, tmp_path):

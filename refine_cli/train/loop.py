@@ -23,6 +23,7 @@ from ..model.config import RefineMaskConfig
 from ..model.refinemask import RefineMask, refinemask_loss
 from ..refiner import Refiner, uses_bf16
 from .data import RefineDataset, collate, load_sets
+from .provenance import environment
 from .simulate import simulate_dataset
 
 VAL_MODES = ("resolution", "realistic")
@@ -235,7 +236,8 @@ def train(opts: TrainOptions, progress=None, log=print) -> dict:
                         best = {"score": score, "keeps_good_masks": keeps, "step": step, "epoch": epoch,
                                 "metrics": metrics}
                         save_checkpoint(opts.out, scored, meta={"best": best, "data": [str(d) for d in opts.data],
-                                                              "train_backbone_from": train_backbone_from})
+                                                              "train_backbone_from": train_backbone_from,
+                                                              "environment": environment()})
                 writer.writerow([epoch, step, f"{sched.get_last_lr()[0]:.2e}", f"{loss.item():.4f}",
                                  *(f"{vals[k]:.4f}" for k in ("stage0", "stage1", "stage2", "stage3", "semantic")),
                                  f"{time.perf_counter() - t0:.1f}", val])
@@ -245,5 +247,5 @@ def train(opts: TrainOptions, progress=None, log=print) -> dict:
                 "epoch": epoch, "best": best, "train_backbone_from": train_backbone_from, "backbone_lr": backbone_lr,
                 "ema_decay": ema_decay, **({"ema": ema.state_dict()} if ema is not None else {})})
     if gt is None:  # no validation: the last weights are the result
-        save_checkpoint(opts.out, scored, meta={"data": [str(d) for d in opts.data]})
+        save_checkpoint(opts.out, scored, meta={"data": [str(d) for d in opts.data], "environment": environment()})
     return best
