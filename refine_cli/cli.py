@@ -99,32 +99,20 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
         check_inputs(index, image_table, images, skip_missing)
     except InputError as e:
         fail(str(e), debug)
-    # Everything that can be checked without the network has passed: only now pay for torch.
-    import torch
-
-    from .engine import refine_to_file
+    # Everything that can be checked without the network has passed: only now pay for torch (_device
+    # and the refiner import it).
+    from .engine import RefinerSpec, refine_to_file
     from .interrupt import exit_status, sigterm_as_interrupt
     from .journal import file_sha256
-    from .model.checkpoint import CheckpointError, load_checkpoint
-    from .refiner import Refiner
+    from .model.checkpoint import CheckpointError
 
-    if threads:
-        torch.set_num_threads(threads)
     try:
-        if weights.suffix == ".onnx":
-            from .onnx_runtime import OnnxRefiner
-
-            refiner = OnnxRefiner(weights, device, threads)
-        else:
-            model, _ = load_checkpoint(weights)
-            refiner = Refiner(model, _device(device), batch_size, precision)
-        if box_expand:
-            refiner.cfg.box_expand = box_expand
+        spec = RefinerSpec(str(weights), device if weights.suffix == ".onnx" else _device(device), batch_size,
+                           precision, threads, box_expand, keep_above)
+        refiner = spec.load()
         for flag, given in (("--write-quality", write_quality), ("--keep-above", keep_above is not None)):
             if given and not refiner.has_quality:
                 raise click.UsageError(f"{flag}: {weights} has no quality gate (see `refine-masks train-gate`)")
-        if keep_above is not None:
-            refiner.cfg.gate_keep_above = keep_above
         # Everything else that changes the output bytes: a journal is resumed only by the same settings.
         settings = {"weights_sha256": file_sha256(weights), "box_expand": refiner.cfg.box_expand,
                     "batch_size": batch_size, "device": _device(device), "precision": precision,
