@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -117,12 +119,17 @@ def _refine_on_ray(tasks, source: Path, image_options: ImageOptions, spec: Refin
         return
     started = not ray.is_initialized()
     if started:
+        # ray.init installs its own SIGTERM handler in this process (it would end the run without a word);
+        # `run`'s, which ends it as Ctrl-C does (journal kept, "--resume" said), goes back in after it.
+        sigterm = signal.getsignal(signal.SIGTERM)
         if options.address:
             ray.init(address=options.address, log_to_driver=False, logging_level=logging.WARNING)
         else:
             workers = options.workers or max(1, (os.cpu_count() or 1) // options.cpus)
             ray.init(num_cpus=workers * options.cpus, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.WARNING)
+        if sigterm is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, sigterm)
     try:
         workers = min(options.workers or _fitting_workers(ray.cluster_resources(), options), len(work))
         context = ray.data.DataContext.get_current()

@@ -7,6 +7,8 @@ only where the `ray` extra is not installed (`.ci/run` installs it).
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -114,22 +116,25 @@ def test_two_ray_workers_write_the_single_process_bytes(example_subset, tmp_path
     assert not (tmp_path / "ray.json.journal").exists()
 
 
-def test_ray_run_resumes_after_a_crash(example_subset, tmp_path, monkeypatch):
+def test_sigterm_stops_a_ray_run_that_resumes(example_subset, tmp_path, monkeypatch):
+    """ray.init puts its own SIGTERM handler in this process; run's must win (exit 143, journal kept)."""
     ray = pytest.importorskip("ray", reason=NEEDS_RAY)
     reference = _reference(example_subset, tmp_path)
     out, journal = tmp_path / "ray.json", tmp_path / "ray.json.journal"
     runs = _spy_tasks(monkeypatch)
     original = Journal.finish_image
 
-    def crash_on_the_third(self, *args):
+    def terminate_at_the_third(self, *args):
         if self.done.sum() == 2:
-            raise RuntimeError("simulated crash")
+            os.kill(os.getpid(), signal.SIGTERM)
         return original(self, *args)
 
-    monkeypatch.setattr(Journal, "finish_image", crash_on_the_third)
-    res = _run(example_subset, EXAMPLE / "images", "-o", out, *ARGS, "--engine", "ray", "--workers", "2", catch=True)
-    assert isinstance(res.exception, RuntimeError), res.output
+    monkeypatch.setattr(Journal, "finish_image", terminate_at_the_third)
+    res = _run(example_subset, EXAMPLE / "images", "-o", out, *ARGS, "--engine", "ray", "--workers", "2")
+    assert res.exit_code == 128 + signal.SIGTERM, res.output
+    assert "--resume" in res.output and "Traceback" not in res.output
     assert journal.exists() and not out.exists() and not ray.is_initialized()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     monkeypatch.setattr(Journal, "finish_image", original)
     _no_network_here(monkeypatch)
     res = _run(example_subset, EXAMPLE / "images", "-o", out, *ARGS, "--engine", "ray", "--workers", "2",
@@ -137,7 +142,7 @@ def test_ray_run_resumes_after_a_crash(example_subset, tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     assert out.read_bytes() == reference
     # Image positions follow first appearance in the file. The image without refinable records is
-    # journalled first (no worker needed), then the others in order: the crash leaves it and the first.
+    # journalled first (no worker needed), then the others in order: SIGTERM came after it and the first.
     order = list(dict.fromkeys(r["image_id"] for r in json.loads(example_subset.read_text())))
     done = {order.index(BELOW), 0 if order[0] != BELOW else 1}
     assert runs[0] == [0, 1, 2, 3] and sorted(runs[1]) == sorted(set(range(4)) - done)
