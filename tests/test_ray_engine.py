@@ -147,3 +147,31 @@ def test_sigterm_stops_a_ray_run_that_resumes(example_subset, tmp_path, monkeypa
     done = {order.index(BELOW), 0 if order[0] != BELOW else 1}
     assert runs[0] == [0, 1, 2, 3] and sorted(runs[1]) == sorted(set(range(4)) - done)
     assert not journal.exists()
+
+
+def test_a_worker_reports_bad_input_and_a_foreign_predictions_file(example_subset, box_checkpoint):
+    """What an actor hands back, called here without Ray: bad input as an error for the driver to raise."""
+    import numpy as np
+
+    from refine_cli.engine import ImageOptions, RefinerSpec, open_input
+    from refine_cli.ray_engine import _Worker
+
+    index, _ = open_input(example_subset)
+    first = [i for i in range(len(index)) if index.image_ids[i] == index.image_ids[0]]
+    image = EXAMPLE / "images" / f"{int(index.image_ids[0]):012d}.jpg"
+    task = {"position": 0, "image_id": int(index.image_ids[0]), "path": str(image), "expected": None,
+            "records": [(i, int(index.offsets[i]), int(index.lengths[i])) for i in first]}
+    spec, size = RefinerSpec(str(box_checkpoint)), example_subset.stat().st_size
+
+    def call(worker, **changes):
+        batch = {"position": np.array([0]), "task": np.array([json.dumps({**task, **changes})], dtype=object)}
+        out = worker(batch)
+        assert list(out["position"]) == [0]
+        return json.loads(out["result"][0])
+
+    worker = _Worker(spec, str(example_subset), size, ImageOptions())
+    good = call(worker)
+    assert good["counts"]["images"] == 1 and {i for i, _ in good["patches"]} <= set(first)
+    assert "but the images table says 1x1" in call(worker, expected={"height": 1, "width": 1})["error"]
+    foreign = _Worker(spec, str(example_subset), size + 1, ImageOptions())
+    assert "not the driver's" in call(foreign)["error"]
