@@ -126,6 +126,7 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
         fail(str(e), debug)
     # Everything that can be checked without the network has passed: only now pay for torch (_device
     # and the refiner import it).
+    from contextlib import nullcontext
     from dataclasses import replace
 
     from .engine import RefinerSpec, refine_to_file
@@ -145,13 +146,15 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
         settings = {"weights_sha256": file_sha256(weights), "box_expand": refiner.cfg.box_expand,
                     "batch_size": batch_size, "device": _run_device(device, engine), "precision": precision,
                     "keep_above": refiner.cfg.gate_keep_above}
-        run_engine = None
+        run_engine, session = None, nullcontext()
         if engine == "ray":
-            from .ray_engine import RayOptions, ray_engine
+            from .ray_engine import RayOptions, ray_engine, ray_session
 
-            run_engine = ray_engine(spec, RayOptions(address=ray_address, workers=workers, cpus=threads or 1,
-                                                     gpu=_run_device(device, engine) == "cuda"))
-        with progress_bar() as bar, sigterm_as_interrupt():
+            ray_options = RayOptions(address=ray_address, workers=workers, cpus=threads or 1,
+                                     gpu=_run_device(device, engine) == "cuda")
+            # Started before the journal is opened: a cluster that does not answer leaves nothing to resume.
+            run_engine, session = ray_engine(spec, ray_options), ray_session(ray_options)
+        with session, progress_bar() as bar, sigterm_as_interrupt():
             task = bar.add_task("refining images", total=None, rate="")
             done = [0]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -312,8 +312,9 @@ class ImageTask:
     records: list[tuple[int, int, int]]
 
 
-# A generator of (image position, (record index, patch) pairs, counts), one per image, in any order.
-ImageResults = Iterator[tuple[int, list[tuple[int, dict]], dict[str, int]]]
+# A generator of (image position, (record index, patch) pairs, counts), one per image, in any order;
+# closed by refine_file when it stops early (an error, Ctrl-C), which runs the engine's clean-up.
+ImageResults = Generator[tuple[int, list[tuple[int, dict]], dict[str, int]], None, None]
 
 
 def prepare_task(task: ImageTask, f, source: Path, options: ImageOptions) -> _Prepared:
@@ -407,7 +408,7 @@ def refine_file(index: RecordIndex, groups: ImageGroups, positions: np.ndarray, 
             if on_image:
                 on_image(len(groups.records(g)))
     finally:
-        results.close()  # an engine's clean-up (cancel prefetch, stop workers) runs now, not at garbage collection
+        results.close()  # the engine's clean-up (cancel prefetch, stop Ray) runs now, not at garbage collection
     summary = Summary.from_counts(journal.totals)
     in_shard = np.concatenate([groups.records(g) for g in positions]) if len(positions) else np.zeros(0, np.int64)
     summary.skipped[SKIP_CROWD] += int(index.crowd[in_shard].sum())

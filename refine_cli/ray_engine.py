@@ -14,7 +14,10 @@ import json
 import logging
 import os
 import signal
+import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -59,7 +62,8 @@ class RayOptions:
 
 def ray_engine(spec: RefinerSpec, options: RayOptions) -> Engine:
     """An engine for :func:`engine.refine_file`: every task with records to refine goes to a pool of
-    ``options.workers`` actors, each loading ``spec``'s refiner once."""
+    ``options.workers`` actors, each loading ``spec``'s refiner once, in the current :func:`ray_session`
+    (one is started for the run if none is)."""
 
     def engine(tasks, source: Path, image_options: ImageOptions) -> ImageResults:
         return _refine_on_ray(tasks, source, image_options, spec, options)
@@ -117,20 +121,7 @@ def _refine_on_ray(tasks, source: Path, image_options: ImageOptions, spec: Refin
             yield task.position, [], Summary().counts()
     if not work:
         return
-    started = not ray.is_initialized()
-    if started:
-        # ray.init installs its own SIGTERM handler in this process (it would end the run without a word);
-        # `run`'s, which ends it as Ctrl-C does (journal kept, "--resume" said), goes back in after it.
-        sigterm = signal.getsignal(signal.SIGTERM)
-        if options.address:
-            ray.init(address=options.address, log_to_driver=False, logging_level=logging.WARNING)
-        else:
-            workers = options.workers or max(1, (os.cpu_count() or 1) // options.cpus)
-            ray.init(num_cpus=workers * options.cpus, include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.WARNING)
-        if sigterm is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, sigterm)
-    try:
+    with ray_session(options):
         workers = min(options.workers or _fitting_workers(ray.cluster_resources(), options), len(work))
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True  # results, and so the journal, in task order
@@ -147,9 +138,50 @@ def _refine_on_ray(tasks, source: Path, image_options: ImageOptions, spec: Refin
             if "error" in result:
                 raise InputError(result["error"])
             yield int(row["position"]), [(int(i), patch) for i, patch in result["patches"]], result["counts"]
+
+
+@contextmanager
+def ray_session(options: RayOptions) -> Iterator[None]:
+    """Ray for one run: connect to ``options.address``, or start a local instance with the CPUs of
+    ``options.workers`` actors (default: all of this machine's); shut down (disconnect) at the end.
+    Inside a session already started (by `run`, before it opens the journal, or by a caller) this
+    does nothing. ConnectionError, naming the address, when no cluster answers there."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    # ray.init installs its own SIGTERM handler in this process (it would end the run without a word);
+    # `run`'s, which ends it as Ctrl-C does (journal kept, "--resume" said), goes back in after it.
+    sigterm = signal.getsignal(signal.SIGTERM)
+    if options.address:
+        _connect(ray, options.address)
+    else:
+        workers = options.workers or max(1, (os.cpu_count() or 1) // options.cpus)
+        ray.init(num_cpus=workers * options.cpus, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.WARNING)
+    if sigterm is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, sigterm)
+    try:
+        yield
     finally:
-        if started:
-            ray.shutdown()
+        ray.shutdown()
+
+
+def _connect(ray, address: str) -> None:
+    """ray.init on an existing cluster. A host:port is tried first: Ray itself retries an address
+    where nothing answers for minutes."""
+    host, _, port = address.rpartition(":")
+    if "://" not in address and host and port.isdigit():
+        try:
+            socket.create_connection((host, int(port)), timeout=10).close()
+        except OSError as e:
+            raise ConnectionError(f"--ray-address {address}: no Ray cluster answers there "
+                                  f"({e.strerror or e})") from e
+    try:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    except ConnectionError as e:
+        raise ConnectionError(f"--ray-address {address}: {e}") from e
 
 
 def _fitting_workers(resources: dict[str, float], options: RayOptions) -> int:

@@ -175,3 +175,12 @@ def test_a_worker_reports_bad_input_and_a_foreign_predictions_file(example_subse
     assert "but the images table says 1x1" in call(worker, expected={"height": 1, "width": 1})["error"]
     foreign = _Worker(spec, str(example_subset), size + 1, ImageOptions())
     assert "not the driver's" in call(foreign)["error"]
+
+
+def test_an_address_where_no_cluster_answers_fails_at_once(example_subset, tmp_path):
+    pytest.importorskip("ray", reason=NEEDS_RAY)
+    out = tmp_path / "o.json"
+    res = _run(example_subset, EXAMPLE / "images", "-o", out, *ARGS, "--engine", "ray", "--ray-address", "127.0.0.1:1")
+    assert res.exit_code == 2 and "--ray-address 127.0.0.1:1: no Ray cluster answers there" in res.output
+    assert "Traceback" not in res.output
+    assert not out.exists() and not (tmp_path / "o.json.journal").exists()  # nothing done, nothing to resume
