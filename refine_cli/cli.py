@@ -29,6 +29,12 @@ def _device(name: str) -> str:
     return name
 
 
+def _run_device(name: str, engine: str) -> str:
+    """--device for where the network runs: with --engine ray, "cuda" asks the workers for GPUs (this
+    process needs none)."""
+    return "cuda" if engine == "ray" and name == "cuda" else _device(name)
+
+
 def _shard_option(ctx, param, value: str | None) -> tuple[int, int] | None:
     try:
         from .shard import parse_shard
@@ -76,9 +82,19 @@ def main() -> None:
               help="Continue an interrupted run from the journal beside the output (<output>.journal).")
 @click.option("--shard", callback=_shard_option, metavar="K/N",
               help="Refine only the K-th of N disjoint sets of images (1 <= K <= N); `merge` joins the parts.")
+@click.option("--engine", type=click.Choice(["single", "ray"]), default="single", show_default=True,
+              help="Refine the images in this process, or in a pool of Ray actors with one model each "
+                   "(pip install 'refine-masks[ray]'); the output is the same bytes.")
+@click.option("--ray-address", metavar="ADDR",
+              help="With --engine ray: the Ray cluster to run on (e.g. 'auto', 'ray://head:10001') "
+                   "[default: a local instance started for the run].")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="With --engine ray: actors, each with --threads CPU threads (default 1) or one GPU "
+                   "with --device cuda [default: as many as the CPUs or GPUs allow].")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def run(predictions, images, output, weights, images_json, score_thr, box_expand, batch_size, device, threads,
-        precision, update_bbox, write_quality, keep_above, skip_missing, overwrite, resume, shard, debug):
+        precision, update_bbox, write_quality, keep_above, skip_missing, overwrite, resume, shard, engine,
+        ray_address, workers, debug):
     """Refine every mask of PREDICTIONS (COCO results JSON) using the images in IMAGES."""
     from .coco_io import InputError
     from .console import err_console, fail, progress_bar
@@ -86,6 +102,15 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
     from .shard import sharded_output_name
     from .validate import check_inputs, check_output
 
+    if engine != "ray":
+        for flag, given in (("--ray-address", ray_address), ("--workers", workers)):
+            if given is not None:
+                raise click.UsageError(f"{flag} needs --engine ray")
+    else:
+        from .ray_engine import missing_ray
+
+        if problem := missing_ray():
+            raise click.UsageError(problem)
     if output is None:
         output = predictions.with_name(predictions.stem + ".refined.json")
         output = sharded_output_name(output, *shard) if shard else output
@@ -99,37 +124,37 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
         check_inputs(index, image_table, images, skip_missing)
     except InputError as e:
         fail(str(e), debug)
-    # Everything that can be checked without the network has passed: only now pay for torch.
-    import torch
+    # Everything that can be checked without the network has passed: only now pay for torch (_device
+    # and the refiner import it).
+    from contextlib import nullcontext
+    from dataclasses import replace
 
-    from .engine import refine_to_file
+    from .engine import RefinerSpec, refine_to_file
     from .interrupt import exit_status, sigterm_as_interrupt
     from .journal import file_sha256
-    from .model.checkpoint import CheckpointError, load_checkpoint
-    from .refiner import Refiner
+    from .model.checkpoint import CheckpointError
 
-    if threads:
-        torch.set_num_threads(threads)
     try:
-        if weights.suffix == ".onnx":
-            from .onnx_runtime import OnnxRefiner
-
-            refiner = OnnxRefiner(weights, device, threads)
-        else:
-            model, _ = load_checkpoint(weights)
-            refiner = Refiner(model, _device(device), batch_size, precision)
-        if box_expand:
-            refiner.cfg.box_expand = box_expand
+        run_device = device if weights.suffix == ".onnx" else _run_device(device, engine)
+        spec = RefinerSpec(str(weights), run_device, batch_size, precision, threads, box_expand, keep_above)
+        # With Ray the workers run the network; this process loads it on the CPU only for its checks.
+        refiner = replace(spec, device="cpu").load() if engine == "ray" else spec.load()
         for flag, given in (("--write-quality", write_quality), ("--keep-above", keep_above is not None)):
             if given and not refiner.has_quality:
                 raise click.UsageError(f"{flag}: {weights} has no quality gate (see `refine-masks train-gate`)")
-        if keep_above is not None:
-            refiner.cfg.gate_keep_above = keep_above
         # Everything else that changes the output bytes: a journal is resumed only by the same settings.
         settings = {"weights_sha256": file_sha256(weights), "box_expand": refiner.cfg.box_expand,
-                    "batch_size": batch_size, "device": _device(device), "precision": precision,
+                    "batch_size": batch_size, "device": _run_device(device, engine), "precision": precision,
                     "keep_above": refiner.cfg.gate_keep_above}
-        with progress_bar() as bar, sigterm_as_interrupt():
+        run_engine, session = None, nullcontext()
+        if engine == "ray":
+            from .ray_engine import RayOptions, ray_engine, ray_session
+
+            ray_options = RayOptions(address=ray_address, workers=workers, cpus=threads or 1,
+                                     gpu=_run_device(device, engine) == "cuda")
+            # Started before the journal is opened: a cluster that does not answer leaves nothing to resume.
+            run_engine, session = ray_engine(spec, ray_options), ray_session(ray_options)
+        with session, progress_bar() as bar, sigterm_as_interrupt():
             task = bar.add_task("refining images", total=None, rate="")
             done = [0]
 
@@ -141,7 +166,7 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
             summary, n_records = refine_to_file(
                 index, image_table, images, output, refiner, settings, score_thr=score_thr,
                 update_bbox=update_bbox, skip_missing=skip_missing, write_quality=write_quality, resume=resume,
-                shard=shard, on_start=lambda n: bar.update(task, total=n), on_image=on_image)
+                shard=shard, on_start=lambda n: bar.update(task, total=n), on_image=on_image, engine=run_engine)
     except KeyboardInterrupt as e:
         kept = (f"the images done so far are in {journal_path(output)}; the same command with --resume continues"
                 if journal_path(output).exists() else "nothing was done yet")

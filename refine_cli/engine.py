@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,8 +33,8 @@ from .journal import Journal
 from .shard import ImageGroups, group_images, shard_images, write_manifest
 from .stream_json import RecordIndex, index_records, iter_records, write_document
 
-if TYPE_CHECKING:  # only a type here; validate imports this module before torch is worth loading
-    from .refiner import Refiner
+if TYPE_CHECKING:  # only types here; validate imports this module before torch is worth loading
+    from .refiner import ImageRefiner, Refiner
 
 # Why a record is written back unchanged (counted in the summary).
 SKIP_CROWD = "crowd region"
@@ -247,17 +249,134 @@ def _refine_prepared(prepared: _Prepared, refiner: Refiner, update_bbox: bool, w
 # ---------------------------------------------------------------- files (what `run` calls)
 
 
+@dataclass(frozen=True)
+class RefinerSpec:
+    """How `run` loads its refiner, as plain data: an engine that refines in other processes (Ray actors)
+    loads the same one in each. ``device``: "cpu" or "cuda" for a checkpoint; for ONNX weights as
+    given to --device ("auto" picks onnxruntime's CUDA provider when it has one)."""
+
+    weights: str
+    device: str = "cpu"
+    batch_size: int = 64
+    precision: str = "auto"
+    threads: int | None = None
+    box_expand: float | None = None  # None: the checkpoint's
+    keep_above: float | None = None  # None: the checkpoint's
+
+    def load(self) -> ImageRefiner:
+        """-> the refiner (torch's threads set to ``threads`` in this process); CheckpointError for bad weights."""
+        import torch
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        weights = Path(self.weights)
+        if weights.suffix == ".onnx":
+            from .onnx_runtime import OnnxRefiner
+
+            refiner = OnnxRefiner(weights, self.device, self.threads)
+        else:
+            from .model.checkpoint import load_checkpoint
+            from .refiner import Refiner
+
+            model, _ = load_checkpoint(weights)
+            refiner = Refiner(model, self.device, self.batch_size, self.precision)
+        if self.box_expand:
+            refiner.cfg.box_expand = self.box_expand
+        if self.keep_above is not None:
+            refiner.cfg.gate_keep_above = self.keep_above
+        return refiner
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    """The options of `run` that decide what refining one image gives (the engines pass them on)."""
+
+    skip_missing: bool = False
+    update_bbox: bool = False
+    write_quality: bool = False
+
+
+@dataclass
+class ImageTask:
+    """One image of a predictions file to refine, as plain data (an engine may ship it to another process).
+
+    ``records``: (record index, byte offset, byte length) in the file of each of its records past
+    _skip_before_image; ``path``: its image file (None: missing, with --skip-missing); ``expected``:
+    its entry of the images table, if any.
+    """
+
+    position: int
+    image_id: int
+    path: str | None
+    expected: dict | None
+    records: list[tuple[int, int, int]]
+
+
+# A generator of (image position, (record index, patch) pairs, counts), one per image, in any order;
+# closed by refine_file when it stops early (an error, Ctrl-C), which runs the engine's clean-up.
+ImageResults = Generator[tuple[int, list[tuple[int, dict]], dict[str, int]], None, None]
+
+
+def prepare_task(task: ImageTask, f, source: Path, options: ImageOptions) -> _Prepared:
+    """Read ``task``'s records from ``f`` (the predictions file ``source``, opened "rb"), load its image
+    and decode their coarse masks. Records are parsed from the same bytes whichever process reads them."""
+    records = []
+    for i, offset, length in task.records:
+        f.seek(offset)
+        records.append((i, json.loads(f.read(length))))
+    if not records:
+        return _Prepared(Summary())
+    path = None if task.path is None else Path(task.path)
+    return _prepare_image(source, path, task.expected, task.image_id, records, options.skip_missing)
+
+
+def refine_prepared(prepared: _Prepared, refiner: Refiner, options: ImageOptions
+                    ) -> tuple[list[tuple[int, dict]], dict[str, int]]:
+    """The network on a prepared image -> (its (record index, patch) pairs, its counts): what the
+    journal keeps of an image, whichever engine refined it."""
+    patches = _refine_prepared(prepared, refiner, options.update_bbox, options.write_quality)
+    return patches, prepared.summary.counts()
+
+
+def refine_tasks(tasks: Iterable[ImageTask], source: Path, refiner: Refiner, options: ImageOptions) -> ImageResults:
+    """The single-process engine: ``tasks`` in order in this process. A thread loads the next image and
+    decodes its coarse masks while the network runs on the current one."""
+    tasks = iter(tasks)
+    with open(source, "rb") as f, ThreadPoolExecutor(1, thread_name_prefix="prefetch") as pool:
+
+        def submit(task: ImageTask) -> tuple[ImageTask, Future]:
+            return task, pool.submit(prepare_task, task, f, source, options)
+
+        ahead = deque(submit(t) for t in islice(tasks, _PREFETCH))
+        try:
+            while ahead:
+                task, future = ahead.popleft()
+                prepared = future.result()
+                ahead.extend(submit(t) for t in islice(tasks, 1))
+                patches, counts = refine_prepared(prepared, refiner, options)
+                yield task.position, patches, counts
+        finally:
+            for _, future in ahead:  # after an error or Ctrl-C: load no further image
+                future.cancel()
+
+
+# An engine: (tasks, predictions file, options) -> results of every task (see ImageResults).
+# Tasks come lazily (one per image not yet journalled); an engine may list them all up front.
+Engine = Callable[[Iterator[ImageTask], Path, ImageOptions], ImageResults]
+
+
 def refine_file(index: RecordIndex, groups: ImageGroups, positions: np.ndarray, images_dir: Path,
-                image_table: dict[int, dict], refiner: Refiner, journal: Journal, *, score_thr: float = 0.0,
+                image_table: dict[int, dict], refiner: Refiner | None, journal: Journal, *, score_thr: float = 0.0,
                 update_bbox: bool = False, skip_missing: bool = False, write_quality: bool = False,
-                on_image: Callable[[int], None] | None = None) -> Summary:
+                on_image: Callable[[int], None] | None = None, engine: Engine | None = None) -> Summary:
     """Refine the images at ``positions`` of ``groups`` not yet done in ``journal``, each finished into it.
 
     Only records past _skip_before_image are read back from the file (the index decided the rest), and
-    images without any are not decoded. A thread loads the next image and decodes its coarse masks
-    while the network runs on the current one. Every image must exist unless ``skip_missing``: a
-    missing one is an InputError before any work. -> the summary of the images at ``positions``
-    (journalled ones included); ``on_image(n_records)`` is called after each image done now.
+    images without any are not decoded. ``engine`` (default: :func:`refine_tasks` with ``refiner``,
+    in this process) refines the images; this process journals each as its result comes back, in
+    whatever order. Every image must exist unless ``skip_missing``: a missing one is an InputError
+    before any work. -> the summary of the images at ``positions`` (journalled ones included);
+    ``on_image(n_records)`` is called after each image done now.
     """
     start = time.perf_counter()
     positions = np.asarray(positions)
@@ -268,29 +387,28 @@ def refine_file(index: RecordIndex, groups: ImageGroups, positions: np.ndarray, 
         if paths[g] is None and not skip_missing:
             raise missing_image(index.path, groups.records(g)[0], image_id, images_dir)
     keep = ~index.crowd & (index.score >= score_thr)
-    todo = [g for g in positions if not journal.done[g]]
-    with open(index.path, "rb") as f, ThreadPoolExecutor(1, thread_name_prefix="prefetch") as pool:
 
-        def prepare(g: int) -> _Prepared:
-            records = [(int(i), index.read(f, i)) for i in groups.records(g) if keep[i]]
-            if not records:
-                return _Prepared(Summary())
+    def tasks() -> Iterator[ImageTask]:
+        for g in positions:
+            if journal.done[g]:
+                continue
             image_id = int(groups.ids[g])
-            return _prepare_image(index.path, paths[g], image_table.get(image_id), image_id, records, skip_missing)
+            records = [(int(i), int(index.offsets[i]), int(index.lengths[i])) for i in groups.records(g) if keep[i]]
+            yield ImageTask(position=int(g), image_id=image_id, path=None if paths[g] is None else str(paths[g]),
+                            expected=image_table.get(image_id), records=records)
 
-        ahead = deque(pool.submit(prepare, g) for g in todo[:_PREFETCH])
-        try:
-            for n, g in enumerate(todo):
-                prepared = ahead.popleft().result()
-                if n + _PREFETCH < len(todo):
-                    ahead.append(pool.submit(prepare, todo[n + _PREFETCH]))
-                patches = _refine_prepared(prepared, refiner, update_bbox, write_quality)
-                journal.finish_image(g, patches, prepared.summary.counts())
-                if on_image:
-                    on_image(len(groups.records(g)))
-        finally:
-            for future in ahead:  # after an error or Ctrl-C: load no further image
-                future.cancel()
+    options = ImageOptions(skip_missing=skip_missing, update_bbox=update_bbox, write_quality=write_quality)
+    if engine is None:
+        def engine(tasks, source, options):
+            return refine_tasks(tasks, source, refiner, options)
+    results = engine(tasks(), index.path, options)
+    try:
+        for g, patches, counts in results:
+            journal.finish_image(g, patches, counts)
+            if on_image:
+                on_image(len(groups.records(g)))
+    finally:
+        results.close()  # the engine's clean-up (cancel prefetch, stop Ray) runs now, not at garbage collection
     summary = Summary.from_counts(journal.totals)
     in_shard = np.concatenate([groups.records(g) for g in positions]) if len(positions) else np.zeros(0, np.int64)
     summary.skipped[SKIP_CROWD] += int(index.crowd[in_shard].sum())
@@ -324,13 +442,15 @@ def refine_to_file(index: RecordIndex, image_table_: dict[int, dict], images_dir
                    refiner: Refiner, settings: dict, *, score_thr: float = 0.0, update_bbox: bool = False,
                    skip_missing: bool = False, write_quality: bool = False, resume: bool = False,
                    shard: tuple[int, int] | None = None, on_start: Callable[[int], None] | None = None,
-                   on_image: Callable[[int], None] | None = None) -> tuple[Summary, int]:
+                   on_image: Callable[[int], None] | None = None, engine: Engine | None = None
+                   ) -> tuple[Summary, int]:
     """`run` from file to file (``index``, ``image_table_`` from :func:`open_input`): refine the (shard's)
     images into a journal beside the output, then write the output from the input and the journal and
     drop the journal.
 
     ``settings``: the options that change the output besides these arguments (weights, batch size, ...),
     which the journal must match to be resumed. ``on_start(n_images)`` gets the number of images left.
+    ``engine``: see :func:`refine_file` (the journal, resume, shard and the write are the same for every one).
     -> (summary, number of records written).
     """
     groups = group_images(index.image_ids)
@@ -343,7 +463,7 @@ def refine_to_file(index: RecordIndex, image_table_: dict[int, dict], images_dir
             on_start(int((~journal.done[positions]).sum()))
         summary = refine_file(index, groups, positions, images_dir, image_table_, refiner, journal,
                               score_thr=score_thr, update_bbox=update_bbox, skip_missing=skip_missing,
-                              write_quality=write_quality, on_image=on_image)
+                              write_quality=write_quality, on_image=on_image, engine=engine)
         records = np.sort(np.concatenate([groups.records(g) for g in positions])) if len(positions) \
             else np.zeros(0, np.int64)
         write_document(output, index.head, refined_records(index, records, journal))

@@ -11,7 +11,7 @@ import pytest
 
 from .conftest import REPO
 
-HEAVY = ("torch", "torchvision", "numpy", "cv2", "pycocotools", "rich", "PIL")
+HEAVY = ("torch", "torchvision", "numpy", "cv2", "pycocotools", "rich", "PIL", "ray")
 
 _PROBE = ("import sys\nfrom refine_cli.cli import main\n"
           "try: main(sys.argv[1:])\n"
