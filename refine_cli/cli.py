@@ -338,8 +338,12 @@ def train(data, val, out, epochs, max_steps, batch_size, lr, val_every, device, 
 @click.option("--cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Keep the simulated instances and cascade outputs here: written on the first run, read "
                    "(if made from the same --init, --data and --seed) on later ones.")
+@click.option("--calibration-folds", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Set the keep threshold below the lowest estimate of any clean training mask by gates "
+                   "trained without its image (K more gate trainings, one per fold of the images); 0: by "
+                   "the gate's estimates of its own training masks only.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def train_gate(init, data, out, steps, batch_size, lr, threads, seed, cache, debug):
+def train_gate(init, data, out, steps, batch_size, lr, threads, seed, cache, calibration_folds, debug):
     """Add a quality gate to a trained refiner: it learns, per instance and pixel, when to keep the input mask."""
     import torch
 
@@ -347,7 +351,14 @@ def train_gate(init, data, out, steps, batch_size, lr, threads, seed, cache, deb
     from .console import err_console, fail, progress_bar
     from .model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
     from .train.data import load_sets
-    from .train.gate import GATE_SIMULATIONS, attach_gate, build_cache, keep_threshold, load_cache, save_cache
+    from .train.gate import (
+        GATE_SIMULATIONS,
+        attach_gate,
+        build_cache,
+        calibrated_keep_threshold,
+        load_cache,
+        save_cache,
+    )
     from .train.gate import train_gate as fit_gate
     from .train.provenance import environment
 
@@ -371,11 +382,18 @@ def train_gate(init, data, out, steps, batch_size, lr, threads, seed, cache, deb
         result = fit_gate(model, instances, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                           progress=lambda i, n, losses: bar.update(task, completed=i, rate=" ".join(
                               f"{k} {v:.3f}" for k, v in losses.items())))
-    model.cfg.gate_keep_above = keep_threshold(model.gate, instances)
+        folds = [bar.add_task(f"calibration fold {k + 1}/{calibration_folds}", total=steps, rate="")
+                 for k in range(calibration_folds)]
+        threshold, fold_lowest = calibrated_keep_threshold(
+            model, instances, calibration_folds, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+            progress=lambda k, i, n: bar.update(folds[k], completed=i))
+    model.cfg.gate_keep_above = threshold
     meta = {**ckpt.get("meta", {}), "gate": {"init": str(init), "data": data.split(","), "steps": steps,
                                              "batch_size": batch_size, "lr": lr, "seed": seed,
                                              "instances": len(instances), "simulations": GATE_SIMULATIONS,
-                                             "final_losses": result, "environment": environment()}}
+                                             "final_losses": result, "calibration_folds": calibration_folds,
+                                             "fold_lowest_clean_estimate": fold_lowest,
+                                             "environment": environment()}}
     save_checkpoint(out, model, meta=meta)
     err_console.print(f"gate: {len(instances)} cached instances, {steps} steps in {result['seconds']:.0f} s, "
                       f"keeps masks estimated above {model.cfg.gate_keep_above} -> {out}")

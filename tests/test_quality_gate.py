@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,9 +21,10 @@ from refine_cli.train.gate import (
     GateCache,
     attach_gate,
     build_cache,
+    calibrated_keep_threshold,
     coarse_iou,
-    keep_threshold,
     load_cache,
+    lowest_clean_estimate,
     save_cache,
     train_gate,
 )
@@ -71,11 +73,12 @@ def test_gated_model_blends_and_round_trips(tmp_path):
     assert loaded.gate is not None and torch.equal(loaded.refine(loaded.extract(images), rois, coarse), probs)
 
 
-def _cache(coarse, refined, gt) -> GateCache:
+def _cache(coarse, refined, gt, mode=None, images: int = 1) -> GateCache:
     n = len(coarse)
     q = lambda x: (x * 255).round().to(torch.uint8)  # noqa: E731
     return GateCache(q(coarse), q(refined), q(gt), torch.zeros(n, 3, 112, 112, dtype=torch.int8),
-                     torch.zeros(n, 2), torch.zeros(n, dtype=torch.long))
+                     torch.zeros(n, 2), torch.zeros(n, dtype=torch.long) if mode is None else mode,
+                     torch.arange(n) % images)
 
 
 def test_training_teaches_the_gate_whom_to_trust():
@@ -118,6 +121,7 @@ def test_build_cache_holds_every_simulation(tiny_set):  # noqa: F811
     perfect = cache.mode == 0
     c, _, g, _, _ = cache.batch(torch.nonzero(perfect).squeeze(1))
     assert torch.all(coarse_iou(c, g) == 1.0)  # the GT mask on the GT box
+    assert cache.image.tolist() == [0] * 18 + [1] * 18  # which image each instance is from
     again = build_cache(model, entries, seed=0)
     assert torch.equal(cache.refined, again.refined) and torch.equal(cache.coarse, again.coarse)
     path = tiny_set / "cache.pt"
@@ -170,6 +174,9 @@ def test_train_gate_command_writes_a_gated_checkpoint(tiny_set, tmp_path):  # no
     assert ckpt["meta"]["recipe"] == "x" and ckpt["meta"]["gate"]["instances"] == 36
     # the versions the gate was trained under: a reproduction elsewhere can tell why it differs
     assert torch.__version__.startswith(ckpt["meta"]["gate"]["environment"]["torch"])
+    # the default calibration: 5 folds of the images, each fold's lowest clean estimate recorded
+    assert ckpt["meta"]["gate"]["calibration_folds"] == 5
+    assert model.cfg.gate_keep_above <= min(ckpt["meta"]["gate"]["fold_lowest_clean_estimate"])
     base, _ = load_checkpoint(init)
     assert all(torch.equal(v, base.state_dict()[k]) for k, v in model.state_dict().items() if k in base.state_dict())
     res = CliRunner().invoke(main, ["train-gate", "--init", str(tmp_path / "nope.pt"), "--data", str(tiny_set),
@@ -281,10 +288,45 @@ def test_keep_threshold_is_the_lowest_clean_estimate():
     estimate = torch.where(clean, torch.linspace(0.9, 0.5237, n), torch.full((n,), 0.1))
     gt = (_disc(n) * 255).to(torch.uint8)
     cache = GateCache(coarse=gt, refined=gt, gt=gt, rgb=torch.zeros(n, 3, 112, 112, dtype=torch.int8),
-                      log_size=torch.stack([estimate, estimate], 1), mode=mode)
+                      log_size=torch.stack([estimate, estimate], 1), mode=mode, image=torch.zeros(n, dtype=torch.long))
 
     def gate(coarse, refined, rgb, log_size):
         return torch.ones_like(coarse), log_size[:, 0]
 
     lowest = float(estimate[clean].min())
-    assert keep_threshold(gate, cache, chunk=5) == np.floor(lowest * 1000) / 1000 < lowest
+    assert lowest_clean_estimate(gate, cache, chunk=5) == lowest
+    # without calibration folds: the gate's own lowest clean estimate, floored
+    threshold, folds = calibrated_keep_threshold(SimpleNamespace(gate=gate), cache, 0, steps=1, batch_size=1,
+                                                 lr=0.0, seed=0)
+    assert threshold == np.floor(lowest * 1000) / 1000 < lowest and folds == []
+
+
+def test_calibration_folds_hold_out_whole_images(monkeypatch):
+    """Each fold's gate is trained without the images it then estimates; the threshold is below every
+    estimate, in-sample and held-out."""
+    import refine_cli.train.gate as gate_module
+
+    gt = _disc(24)
+    notched = gt.clone()
+    notched[..., 40:72, 56:] = 0
+    mode = torch.arange(24) % 2 * 4  # perfect (clean) and realistic, alternating
+    cache = _cache(torch.where(mode[:, None, None, None] == 0, gt, notched), gt, gt, mode, images=4)
+    model = attach_gate(RefineMask(tiny_config(gate_channels=4)))
+    train_gate(model, cache, steps=10, batch_size=8, lr=5e-3)
+    trained_on = []
+    fit = gate_module.train_gate
+
+    def spy(m, c, **kw):
+        trained_on.append(set(c.image.tolist()))
+        return fit(m, c, **kw)
+
+    monkeypatch.setattr(gate_module, "train_gate", spy)
+    threshold, per_fold = calibrated_keep_threshold(model, cache, 2, steps=10, batch_size=8, lr=5e-3, seed=0)
+    assert trained_on == [{1, 3}, {0, 2}]  # fold k leaves out the images with index % 2 == k
+    assert len(per_fold) == 2
+    in_sample = lowest_clean_estimate(model.gate, cache)
+    assert threshold == np.floor(min([in_sample, *per_fold]) * 1000) / 1000
+    # the first fold's estimate is what a gate trained on images 1 and 3 gives the clean masks of 0 and 2
+    fold0 = attach_gate(RefineMask(tiny_config(gate_channels=4)))
+    fit(fold0, cache.subset(cache.image % 2 == 1), steps=10, batch_size=8, lr=5e-3, seed=0)
+    assert per_fold[0] == pytest.approx(lowest_clean_estimate(fold0.gate, cache.subset(cache.image % 2 == 0)))

@@ -8,10 +8,11 @@ and on a jittered box: the inputs on which refining must change (almost) nothing
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -32,6 +33,8 @@ from .simulate import simulate
 # (a perfect detector) and on a jittered box (a good mask from a detector with ordinary boxes).
 GATE_SIMULATIONS = (("perfect", 0.0), ("perfect", 0.03), ("polygon", 0.03), ("resolution", 0.03),
                     ("realistic", 0.03), ("box", 0.03))
+# Bumped when GateCache gains a field: a cache of an older layout is rebuilt, not misread.
+CACHE_FORMAT = 2
 
 
 @dataclass
@@ -39,7 +42,8 @@ class GateCache:
     """N cached instances at S x S (S = the last stage size), stored compactly.
 
     coarse, refined, gt: (N, 1, S, S) uint8 (probability x 255); rgb: (N, 3, S, S) int8 (normalised
-    crop x 127); log_size: (N, 2) float32; mode: (N,) index into GATE_SIMULATIONS.
+    crop x 127); log_size: (N, 2) float32; mode: (N,) index into GATE_SIMULATIONS; image: (N,) index of
+    the training image the instance is from (calibration holds out whole images).
     """
 
     coarse: torch.Tensor
@@ -48,9 +52,14 @@ class GateCache:
     rgb: torch.Tensor
     log_size: torch.Tensor
     mode: torch.Tensor
+    image: torch.Tensor
 
     def __len__(self) -> int:
         return len(self.coarse)
+
+    def subset(self, idx: torch.Tensor) -> GateCache:
+        """The instances ``idx`` (indices or a boolean mask) as a cache of their own."""
+        return GateCache(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
 
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Float tensors of instances ``idx``: coarse, refined, gt in [0, 1], rgb normalised, log_size."""
@@ -58,15 +67,19 @@ class GateCache:
                 self.rgb[idx].float() / 127, self.log_size[idx])
 
 
+def _key_text(key: dict) -> str:
+    return json.dumps({**key, "cache_format": CACHE_FORMAT}, sort_keys=True)
+
+
 def save_cache(path: str | os.PathLike, cache: GateCache, key: dict) -> None:
     """Write ``cache`` with the ``key`` it was made from (atomically: temp file + rename)."""
-    torch_save_atomic({"key": json.dumps(key, sort_keys=True), **asdict(cache)}, path)
+    torch_save_atomic({"key": _key_text(key), **asdict(cache)}, path)
 
 
 def load_cache(path: str | os.PathLike, key: dict) -> GateCache | None:
-    """The cache at ``path`` if it was made from ``key``, else None (it is then rebuilt)."""
+    """The cache at ``path`` if it was made from ``key`` in this layout, else None (it is then rebuilt)."""
     data = torch.load(path, weights_only=True)
-    if data.pop("key", None) != json.dumps(key, sort_keys=True):
+    if data.pop("key", None) != _key_text(key):
         return None
     return GateCache(**data)
 
@@ -85,7 +98,7 @@ def build_cache(model: RefineMask, entries: list[ImageEntry], seed: int, min_are
     """
     cfg, size = model.cfg, model.cfg.stage_sizes[-1]
     model.eval()
-    parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("coarse", "refined", "gt", "rgb", "log_size", "mode")}
+    parts: dict[str, list[torch.Tensor]] = {f.name: [] for f in fields(GateCache)}
     for i, e in enumerate(entries):
         rng = np.random.default_rng([seed, i])
         image = load_image(e.path)
@@ -109,6 +122,7 @@ def build_cache(model: RefineMask, entries: list[ImageEntry], seed: int, min_are
             parts["rgb"].append(_quantise(model.rgb_crop(feats, rois).clamp(-1, 1), 127, torch.int8))
             parts["log_size"].append(roi_log_size(rois))
             parts["mode"].append(torch.tensor(modes))
+            parts["image"].append(torch.full((len(modes),), i))
         if progress:
             progress(i + 1, len(entries))
     return GateCache(**{k: torch.cat(v) for k, v in parts.items()})
@@ -163,20 +177,46 @@ def train_gate(model: RefineMask, cache: GateCache, *, steps: int, batch_size: i
 
 
 @torch.inference_mode()
-def keep_threshold(gate: QualityGate, cache: GateCache, chunk: int = 512) -> float:
-    """Just below the lowest estimate ``gate`` gives any clean simulation of ``cache`` (perfect and
-    polygon masks: the cascade only ever loses on them): that estimate floored to 3 decimals.
-
-    Refining only what looks worse than every clean training mask trades part of the gain on blobby
-    masks for leaving good masks alone, the order of priorities of a refiner run on an unknown detector.
-    """
+def lowest_clean_estimate(gate: QualityGate, cache: GateCache, chunk: int = 512) -> float:
+    """The lowest estimate ``gate`` gives any clean simulation of ``cache`` (perfect and polygon masks:
+    the cascade only ever loses on them); 1.0 if there is none."""
     clean = [k for k, (mode, _) in enumerate(GATE_SIMULATIONS) if mode in ("perfect", "polygon")]
     idx = torch.nonzero(torch.isin(cache.mode, torch.tensor(clean)))[:, 0]
     lowest = 1.0
     for start in range(0, len(idx), chunk):
         coarse, refined, _, rgb, log_size = cache.batch(idx[start:start + chunk])
         lowest = min(lowest, float(gate(coarse, refined, rgb, log_size)[1].min()))
-    return float(np.floor(lowest * 1000) / 1000)
+    return lowest
+
+
+def _floor3(x: float) -> float:
+    return float(np.floor(x * 1000) / 1000)
+
+
+def calibrated_keep_threshold(model: RefineMask, cache: GateCache, folds: int, *, steps: int, batch_size: int,
+                              lr: float, seed: int, progress=None) -> tuple[float, list[float]]:
+    """The keep threshold: just below (floored to 3 decimals) the lowest estimate of any clean training
+    simulation, by ``model.gate`` and, for each of ``folds`` folds of the training images (image index
+    mod ``folds``), by a gate trained as ``model``'s was on the other images.
+
+    Refining only what looks worse than every clean training mask trades part of the gain on blobby
+    masks for leaving good masks alone, the order of priorities of a refiner run on an unknown
+    detector. A gate estimates the clean masks of its own training images higher than those of new
+    images, so the in-sample lowest leaves new good masks (thin and tiny objects most) just under it.
+    -> (threshold, the lowest held-out clean estimate of each fold that holds an image);
+    ``progress(fold, step, steps)`` reports each fold's training.
+    """
+    lowest = [lowest_clean_estimate(model.gate, cache)]
+    per_fold = []
+    for fold in range(folds):
+        held = cache.image % folds == fold
+        if not held.any():  # fewer images than folds
+            continue
+        fold_model = attach_gate(copy.deepcopy(model), seed)
+        train_gate(fold_model, cache.subset(~held), steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                   progress=progress and (lambda i, n, _, fold=fold: progress(fold, i, n)))
+        per_fold.append(lowest_clean_estimate(fold_model.gate, cache.subset(held)))
+    return _floor3(min(lowest + per_fold)), per_fold
 
 
 def attach_gate(model: RefineMask, seed: int = 0) -> RefineMask:
