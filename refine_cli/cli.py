@@ -338,10 +338,10 @@ def train(data, val, out, epochs, max_steps, batch_size, lr, val_every, device, 
 @click.option("--cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Keep the simulated instances and cascade outputs here: written on the first run, read "
                    "(if made from the same --init, --data and --seed) on later ones.")
-@click.option("--calibration-folds", type=click.IntRange(min=0), default=5, show_default=True,
-              help="Set the keep threshold below the lowest estimate of any clean training mask by gates "
-                   "trained without its image (K more gate trainings, one per fold of the images); 0: by "
-                   "the gate's estimates of its own training masks only.")
+@click.option("--calibration-folds", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Also keep the threshold below the lowest estimate of any clean training mask by gates "
+                   "trained without its image (K more gate trainings, one per fold of the images): more "
+                   "conservative; 0: by the gate's estimates of its own training masks only.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def train_gate(init, data, out, steps, batch_size, lr, threads, seed, cache, calibration_folds, debug):
     """Add a quality gate to a trained refiner: it learns, per instance and pixel, when to keep the input mask."""

@@ -167,16 +167,18 @@ def test_train_gate_command_writes_a_gated_checkpoint(tiny_set, tmp_path):  # no
     save_checkpoint(init, RefineMask(tiny_config()), meta={"recipe": "x"})
     out = tmp_path / "gated.pt"
     res = CliRunner().invoke(main, ["train-gate", "--init", str(init), "--data", str(tiny_set), "--out", str(out),
-                                    "--steps", "5", "--batch-size", "4"], catch_exceptions=False)
+                                    "--steps", "5", "--batch-size", "4", "--calibration-folds", "3"],
+                             catch_exceptions=False)
     assert res.exit_code == 0, res.output
     model, ckpt = load_checkpoint(out)
     assert model.cfg.quality_gate and model.gate is not None
     assert ckpt["meta"]["recipe"] == "x" and ckpt["meta"]["gate"]["instances"] == 36
     # the versions the gate was trained under: a reproduction elsewhere can tell why it differs
     assert torch.__version__.startswith(ckpt["meta"]["gate"]["environment"]["torch"])
-    # the default calibration: 5 folds of the images, each fold's lowest clean estimate recorded
-    assert ckpt["meta"]["gate"]["calibration_folds"] == 5
-    assert model.cfg.gate_keep_above <= min(ckpt["meta"]["gate"]["fold_lowest_clean_estimate"])
+    # 3 folds of the 2 images: the empty fold is skipped, each other's lowest clean estimate recorded
+    assert ckpt["meta"]["gate"]["calibration_folds"] == 3
+    fold_lowest = ckpt["meta"]["gate"]["fold_lowest_clean_estimate"]
+    assert len(fold_lowest) == 2 and model.cfg.gate_keep_above <= min(fold_lowest)
     base, _ = load_checkpoint(init)
     assert all(torch.equal(v, base.state_dict()[k]) for k, v in model.state_dict().items() if k in base.state_dict())
     res = CliRunner().invoke(main, ["train-gate", "--init", str(tmp_path / "nope.pt"), "--data", str(tiny_set),

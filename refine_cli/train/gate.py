@@ -202,7 +202,7 @@ def calibrated_keep_threshold(model: RefineMask, cache: GateCache, folds: int, *
     Refining only what looks worse than every clean training mask trades part of the gain on blobby
     masks for leaving good masks alone, the order of priorities of a refiner run on an unknown
     detector. A gate estimates the clean masks of its own training images higher than those of new
-    images, so the in-sample lowest leaves new good masks (thin and tiny objects most) just under it.
+    images, so the in-sample lowest can leave new good masks (thin and tiny objects most) just under it.
     -> (threshold, the lowest held-out clean estimate of each fold that holds an image);
     ``progress(fold, step, steps)`` reports each fold's training.
     """
