@@ -12,7 +12,7 @@ import copy
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -57,9 +57,13 @@ class GateCache:
     def __len__(self) -> int:
         return len(self.coarse)
 
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Field name -> tensor, not copied (``dataclasses.asdict`` deep-copies every tensor)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
     def subset(self, idx: torch.Tensor) -> GateCache:
         """The instances ``idx`` (indices or a boolean mask) as a cache of their own."""
-        return GateCache(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
+        return GateCache(**{name: t[idx] for name, t in self.tensors().items()})
 
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Float tensors of instances ``idx``: coarse, refined, gt in [0, 1], rgb normalised, log_size."""
@@ -73,7 +77,7 @@ def _key_text(key: dict) -> str:
 
 def save_cache(path: str | os.PathLike, cache: GateCache, key: dict) -> None:
     """Write ``cache`` with the ``key`` it was made from (atomically: temp file + rename)."""
-    torch_save_atomic({"key": _key_text(key), **asdict(cache)}, path)
+    torch_save_atomic({"key": _key_text(key), **cache.tensors()}, path)
 
 
 def load_cache(path: str | os.PathLike, key: dict) -> GateCache | None:
