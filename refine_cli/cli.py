@@ -275,10 +275,14 @@ def merge(predictions, parts, output, debug):
 @click.option("--ema", type=FiniteFloat(0.0, 1.0, min_open=True, max_open=True), default=None,
               help="Validate and save an exponential moving average of the weights with this decay "
                    "(e.g. 0.999); off by default.")
+@click.option("--keep", type=click.Choice(["best", "last"]), default="best", show_default=True,
+              help="Which validated checkpoint --out gets: the best (first those that keep resolution-only "
+                   "masks at least as good as they came, then by mean AP) or the last step's (a cascade "
+                   "for train-gate, whose gate keeps good masks).")
 @click.option("--no-pretrained", is_flag=True, help="Random backbone init (tests).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def train(data, val, out, epochs, max_steps, batch_size, lr, val_every, device, workers, precision, threads, seed,
-          resume, init, config_json, modes, train_backbone_from, backbone_lr, ema, no_pretrained, debug):
+          resume, init, config_json, modes, train_backbone_from, backbone_lr, ema, keep, no_pretrained, debug):
     """Train the refiner on simulated coarse masks and keep the best checkpoint by validation."""
     import torch
 
@@ -309,7 +313,7 @@ def train(data, val, out, epochs, max_steps, batch_size, lr, val_every, device, 
                         device=_device(device), workers=workers, seed=seed, resume=resume, init=init,
                         precision=precision, pretrained=not no_pretrained, mode_probs=mode_probs, ema=ema,
                         train_backbone_from=int(train_backbone_from) if train_backbone_from else None,
-                        backbone_lr=backbone_lr)
+                        backbone_lr=backbone_lr, keep=keep)
     with progress_bar() as bar:
         task = bar.add_task("training steps", total=None, rate="")
 

@@ -219,3 +219,14 @@ def test_val_rank_puts_checkpoints_that_keep_good_masks_first():
     assert val_rank(keeps) > val_rank(loses_ap) and val_rank(keeps) > val_rank(loses_bap)
     assert val_rank(metrics(96.8, 90.0, 74.0)) > val_rank(keeps)  # among those that keep: the higher score
     assert val_rank(loses_ap) > val_rank(metrics(96.0, 90.0, 75.0))  # among those that lose: the same
+
+
+def test_train_keep_last_writes_the_last_validated_weights(tiny_set, tmp_path):
+    out = tmp_path / "m.pt"
+    res = _train(tiny_set, out, "--max-steps", "4", "--val-every", "1", "--ema", "0.5", "--keep", "last")
+    assert res.exit_code == 0, res.output
+    kept, ckpt = load_checkpoint(out)
+    assert ckpt["meta"]["best"]["step"] == 4
+    ema = torch.load(out.with_suffix(".last.pt"), weights_only=True)["ema"]
+    assert all(torch.equal(v, ema[f"module.{k}"]) for k, v in kept.state_dict().items() if k.startswith("head."))
+    assert _train(tiny_set, out, "--keep", "first").exit_code == 2

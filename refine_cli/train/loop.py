@@ -55,6 +55,9 @@ class TrainOptions:
     max_instances: int = 12
     mode_probs: dict[str, float] | None = None  # simulation mix; None = data.DEFAULT_MODE_PROBS
     ema: float | None = None  # decay of an exponential moving average of the weights; validated and saved
+    # "best": the checkpoint val_rank ranks first; "last": the last step's (validated all the same). A
+    # cascade meant to run under a quality gate needs no clean-mask rule: the gate keeps clean masks.
+    keep: str = "best"
 
 
 def val_sets(val_root: Path) -> tuple[dict, dict[str, list[dict]]]:
@@ -232,7 +235,7 @@ def train(opts: TrainOptions, progress=None, log=print) -> dict:
                         f"{m}: AP {v['coarse']['AP']:.1f}->{v['refined']['AP']:.1f}, "
                         f"BAP {v['coarse']['BAP']:.1f}->{v['refined']['BAP']:.1f}" for m, v in metrics.items()))
                     keeps, score = val_rank(metrics)
-                    if "metrics" not in best or (keeps, score) > val_rank(best["metrics"]):
+                    if "metrics" not in best or opts.keep == "last" or (keeps, score) > val_rank(best["metrics"]):
                         best = {"score": score, "keeps_good_masks": keeps, "step": step, "epoch": epoch,
                                 "metrics": metrics}
                         save_checkpoint(opts.out, scored, meta={"best": best, "data": [str(d) for d in opts.data],
