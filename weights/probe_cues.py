@@ -83,6 +83,16 @@ def extract(wheel: Path, member: str, out_dir: Path) -> Path:
         return Path(z.extract(member, out_dir))
 
 
+def by_size(rows: list[tuple]) -> list[tuple[str, np.ndarray]]:
+    """Rows (sqrt(COCO area), ...) split into COCO's small / medium / large objects."""
+    r = np.array(rows)
+    return [(name, r[(r[:, 0] >= lo) & (r[:, 0] < hi)]) for lo, hi, name in SIZES]
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return (a & b).sum() / max((a | b).sum(), 1)
+
+
 def rank_auc(pos: np.ndarray, neg: np.ndarray) -> float:
     ranks = np.concatenate([pos, neg]).argsort().argsort() + 1
     return (ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
@@ -125,12 +135,9 @@ def probe_u2netp(onnx_path: Path, root: Path, count: int) -> None:
             pred = sess.run(None, {sess.get_inputs()[0].name: x_in})[0][0, 0] >= 0.5
             seconds += time.perf_counter() - t0
             gt_c, coarse_c = (cv2.warpAffine(m.astype(np.float32), warp, (side, side)) >= 0.5 for m in (gt, coarse))
-            iou = lambda p: (p & gt_c).sum() / max((p | gt_c).sum(), 1)  # noqa: E731
-            rows.append((np.sqrt(area), iou(coarse_c), iou(pred)))
-    r = np.array(rows)
-    print(f"U2-Net-P: {len(r)} crops, {1000 * seconds / len(r):.0f} ms per 320x320 crop on one thread")
-    for lo, hi, name in SIZES:
-        s = r[(r[:, 0] >= lo) & (r[:, 0] < hi)]
+            rows.append((np.sqrt(area), iou(coarse_c, gt_c), iou(pred, gt_c)))
+    print(f"U2-Net-P: {len(rows)} crops, {1000 * seconds / len(rows):.0f} ms per 320x320 crop on one thread")
+    for name, s in by_size(rows):
         print(f"  {name:6s} {len(s):4d} instances: IoU with GT, coarse {s[:, 1].mean():.3f}, U2-Net-P "
               f"{s[:, 2].mean():.3f} (better than coarse on {100 * (s[:, 2] > s[:, 1]).mean():.0f} %)")
 
@@ -153,10 +160,8 @@ def probe_hed(h5_path: Path, root: Path, count: int) -> None:
             on, near = dist <= 1.0, (dist >= 3) & (dist <= 6)
             if on.sum() >= 5 and near.sum() >= 5:
                 rows.append((np.sqrt(area), rank_auc(edges[on], edges[near]), rank_auc(sobel[on], sobel[near])))
-    r = np.array(rows)
     print(f"HED: {n} images, {seconds / n:.2f} s per image at full resolution on {torch.get_num_threads()} threads")
-    for lo, hi, name in SIZES:
-        s = r[(r[:, 0] >= lo) & (r[:, 0] < hi)]
+    for name, s in by_size(rows):
         print(f"  {name:6s} {len(s):4d} instances: boundary vs 3-6 px away, AUC HED {s[:, 1].mean():.3f}, "
               f"Sobel {s[:, 2].mean():.3f}")
 
