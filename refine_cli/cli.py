@@ -283,7 +283,7 @@ def merge(predictions, parts, output, debug):
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def train(data, val, out, epochs, max_steps, batch_size, lr, val_every, device, workers, precision, threads, seed,
           resume, init, config_json, modes, train_backbone_from, backbone_lr, ema, keep, no_pretrained, debug):
-    """Train the refiner on simulated coarse masks and keep the best checkpoint by validation."""
+    """Train the refiner on simulated coarse masks; keep the best (or the last) validated checkpoint."""
     import torch
 
     from .coco_io import InputError

@@ -119,7 +119,13 @@ def test_sigterm_ends_like_ctrl_c_and_resumes(interleaved, box_checkpoint, tmp_p
 def test_resume_refuses_a_journal_of_other_options(interleaved, box_checkpoint, tmp_path, monkeypatch):
     path, images = interleaved
     out = tmp_path / "out.json"
-    _calls(monkeypatch, lambda n: os.kill(os.getpid(), signal.SIGINT) if n == 2 else None)
+    def ctrl_c(n):
+        # The KeyboardInterrupt Ctrl-C becomes, raised directly: an os.kill(SIGINT) here once let the
+        # run finish (exit 0) in a fresh-venv CI run, and the signal's delivery is not what this tests.
+        if n == 2:
+            raise KeyboardInterrupt
+
+    _calls(monkeypatch, ctrl_c)
     res = _run("run", path, images, "-o", out, "--weights", box_checkpoint)
     assert res.exit_code == 128 + signal.SIGINT
     monkeypatch.undo()
