@@ -35,13 +35,9 @@ from refine_cli.model.checkpoint import load_checkpoint  # noqa: E402
 from refine_cli.onnx_export import export_model  # noqa: E402
 from refine_cli.onnx_runtime import OnnxRefiner  # noqa: E402
 from refine_cli.refiner import Refiner  # noqa: E402
+from refine_cli.visualize.selection import mask_iou  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "coco_val"
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.count_nonzero(a | b)
-    return np.count_nonzero(a & b) / union if union else 1.0
 
 
 def masks(records: list[dict], sizes: dict[int, tuple[int, int]]) -> list[np.ndarray]:
@@ -119,8 +115,8 @@ def main() -> None:
     for image_id in group_by_image(preds.records):
         sizes[image_id] = load_image(find_image(image_id, EXAMPLE / "images", preds.images)).shape[:2]
     ref = masks(outputs["torch"], sizes)
-    onnx_iou = [iou(a, b) for a, b in zip(ref, masks(outputs["onnxruntime"], sizes))]
-    api_iou = [iou(ref[i], by_api[i]) for i in range(len(ref))]
+    onnx_iou = [mask_iou(a, b) for a, b in zip(ref, masks(outputs["onnxruntime"], sizes))]
+    api_iou = [mask_iou(ref[i], by_api[i]) for i in range(len(ref))]
     n = len(ref)
     rows = [
         f"| onnxruntime vs torch `run` | {n} | {np.mean(onnx_iou):.5f} | {min(onnx_iou):.5f} | "

@@ -31,6 +31,7 @@ from torch import nn
 
 from refine_cli.coco_io import decode_mask
 from refine_cli.train.simulate import simulate
+from refine_cli.visualize.selection import mask_iou
 
 SIZES = ((0, 32, "small"), (32, 96, "medium"), (96, 1e9, "large"))
 
@@ -89,10 +90,6 @@ def by_size(rows: list[tuple]) -> list[tuple[str, np.ndarray]]:
     return [(name, r[(r[:, 0] >= lo) & (r[:, 0] < hi)]) for lo, hi, name in SIZES]
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    return (a & b).sum() / max((a | b).sum(), 1)
-
-
 def rank_auc(pos: np.ndarray, neg: np.ndarray) -> float:
     ranks = np.concatenate([pos, neg]).argsort().argsort() + 1
     return (ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
@@ -135,7 +132,7 @@ def probe_u2netp(onnx_path: Path, root: Path, count: int) -> None:
             pred = sess.run(None, {sess.get_inputs()[0].name: x_in})[0][0, 0] >= 0.5
             seconds += time.perf_counter() - t0
             gt_c, coarse_c = (cv2.warpAffine(m.astype(np.float32), warp, (side, side)) >= 0.5 for m in (gt, coarse))
-            rows.append((np.sqrt(area), iou(coarse_c, gt_c), iou(pred, gt_c)))
+            rows.append((np.sqrt(area), mask_iou(coarse_c, gt_c), mask_iou(pred, gt_c)))
     print(f"U2-Net-P: {len(rows)} crops, {1000 * seconds / len(rows):.0f} ms per 320x320 crop on one thread")
     for name, s in by_size(rows):
         print(f"  {name:6s} {len(s):4d} instances: IoU with GT, coarse {s[:, 1].mean():.3f}, U2-Net-P "
