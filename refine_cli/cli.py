@@ -135,8 +135,9 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
     from .model.checkpoint import CheckpointError
 
     try:
-        run_device = device if weights.suffix == ".onnx" else _run_device(device, engine)
-        spec = RefinerSpec(str(weights), run_device, batch_size, precision, threads, box_expand, keep_above)
+        net_device = _run_device(device, engine)
+        spec = RefinerSpec(str(weights), device if weights.suffix == ".onnx" else net_device, batch_size, precision,
+                           threads, box_expand, keep_above)
         # With Ray the workers run the network; this process loads it on the CPU only for its checks.
         refiner = replace(spec, device="cpu").load() if engine == "ray" else spec.load()
         for flag, given in (("--write-quality", write_quality), ("--keep-above", keep_above is not None)):
@@ -144,14 +145,14 @@ def run(predictions, images, output, weights, images_json, score_thr, box_expand
                 raise click.UsageError(f"{flag}: {weights} has no quality gate (see `refine-masks train-gate`)")
         # Everything else that changes the output bytes: a journal is resumed only by the same settings.
         settings = {"weights_sha256": file_sha256(weights), "box_expand": refiner.cfg.box_expand,
-                    "batch_size": batch_size, "device": _run_device(device, engine), "precision": precision,
+                    "batch_size": batch_size, "device": net_device, "precision": precision,
                     "keep_above": refiner.cfg.gate_keep_above}
         run_engine, session = None, nullcontext()
         if engine == "ray":
             from .ray_engine import RayOptions, ray_engine, ray_session
 
             ray_options = RayOptions(address=ray_address, workers=workers, cpus=threads or 1,
-                                     gpu=_run_device(device, engine) == "cuda")
+                                     gpu=net_device == "cuda")
             # Started before the journal is opened: a cluster that does not answer leaves nothing to resume.
             run_engine, session = ray_engine(spec, ray_options), ray_session(ray_options)
         with session, progress_bar() as bar, sigterm_as_interrupt():
