@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .model.checkpoint import load_checkpoint
+from .engine import RefinerSpec
 from .model.config import DEFAULT_WEIGHTS
-from .refiner import ImageRefiner, Refiner
+from .refiner import ImageRefiner
+
 
 class MaskRefiner:
     """Refines one image's instances at a time; see :meth:`refine`. Made by :func:`load_refiner`."""
@@ -85,23 +86,24 @@ def _refinable(box: np.ndarray, height: int, width: int) -> bool:
 def load_refiner(weights: str | os.PathLike | None = None, device: str = "cpu",
                  threads: int | None = None) -> MaskRefiner:
     """A :class:`MaskRefiner` on ``weights`` (None: the shipped checkpoint; a .onnx file from
-    `refine-masks export` runs in onnxruntime). ``device``: "cpu", "cuda" or "auto".
-    ``threads``: CPU threads (torch: ``torch.set_num_threads``, process-wide; onnxruntime: the
-    session's intra-op threads). Raises CheckpointError for a missing or unusable file, ValueError
-    for an unknown or unavailable device.
+    `refine-masks export` runs in onnxruntime), loaded as `run` loads it. ``device``: "cpu", "cuda"
+    or "auto". ``threads``: CPU threads (``torch.set_num_threads``, process-wide: pre- and
+    post-processing run in torch either way; onnxruntime: also the session's intra-op threads).
+    Raises CheckpointError for a missing or unusable file, ValueError for an unknown or unavailable
+    device.
     """
     weights = Path(weights) if weights is not None else DEFAULT_WEIGHTS
-    if weights.suffix == ".onnx":
-        from .onnx_runtime import OnnxRefiner
+    if weights.suffix != ".onnx":
+        device = _torch_device(device)
+    return MaskRefiner(RefinerSpec(str(weights), device, threads=threads).load())
 
-        return MaskRefiner(OnnxRefiner(weights, device, threads))
-    if threads:
-        torch.set_num_threads(threads)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"device: expected 'cpu', 'cuda' or 'auto', got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
+
+def _torch_device(name: str) -> str:
+    """"cpu" or "cuda" for ``name`` ("auto": CUDA when available); ValueError otherwise."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"device: expected 'cpu', 'cuda' or 'auto', got {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: 'cuda' requested but no CUDA device is available")
-    model, _ = load_checkpoint(weights)
-    return MaskRefiner(Refiner(model, device))
+    return name
