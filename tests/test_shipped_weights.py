@@ -23,10 +23,11 @@ def test_shipped_weights_improve_the_shipped_example(tmp_path):
     coarse, refined = json.loads((EXAMPLE / "predictions.json").read_text()), json.loads(out.read_text())
     assert len(refined) == len(coarse)
     coarse_m, refined_m = evaluate(gt, [coarse, refined], names=["coarse", "refined"])["files"]
-    # The example's coarse masks are blobby (realistic mode): 59.7 mask AP, 46.2 Boundary AP;
-    # the weights of 2026-11-27 reach 69.4 / 57.9. A broken or swapped checkpoint lands near or below coarse.
-    assert refined_m["segm"]["AP"] > coarse_m["segm"]["AP"] + 5
-    assert refined_m["boundary"]["AP"] > coarse_m["boundary"]["AP"] + 5
+    # The example's coarse masks are blobby (realistic mode): 59.7 mask AP, 46.2 Boundary AP; the
+    # shipped weights (gate c1x4k, which refines only the 29 masks it judges worst) reach 63.6 / 50.1.
+    # A broken or swapped checkpoint lands near or below coarse.
+    assert refined_m["segm"]["AP"] > coarse_m["segm"]["AP"] + 2.5
+    assert refined_m["boundary"]["AP"] > coarse_m["boundary"]["AP"] + 2.5
 
 
 def test_shipped_gate_keeps_perfect_masks_closer_than_the_cascade_alone():
