@@ -15,7 +15,7 @@ import torch
 
 from .engine import RefinerSpec
 from .model.config import DEFAULT_WEIGHTS
-from .refiner import ImageRefiner
+from .refiner import ImageRefiner, resolve_device
 
 
 class MaskRefiner:
@@ -94,16 +94,8 @@ def load_refiner(weights: str | os.PathLike | None = None, device: str = "cpu",
     """
     weights = Path(weights) if weights is not None else DEFAULT_WEIGHTS
     if weights.suffix != ".onnx":
-        device = _torch_device(device)
+        try:
+            device = resolve_device(device)
+        except ValueError as e:
+            raise ValueError(f"device: {e}") from None
     return MaskRefiner(RefinerSpec(str(weights), device, threads=threads).load())
-
-
-def _torch_device(name: str) -> str:
-    """"cpu" or "cuda" for ``name`` ("auto": CUDA when available); ValueError otherwise."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"device: expected 'cpu', 'cuda' or 'auto', got {name!r}")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: 'cuda' requested but no CUDA device is available")
-    return name

@@ -20,13 +20,12 @@ from .visualize.command import visualize_command
 
 
 def _device(name: str) -> str:
-    import torch
+    from .refiner import resolve_device
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise click.UsageError("--device cuda: no CUDA device is available")
-    return name
+    try:
+        return resolve_device(name)
+    except ValueError as e:
+        raise click.UsageError(f"--device {name}: {e}") from None
 
 
 def _run_device(name: str, engine: str) -> str:

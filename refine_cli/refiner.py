@@ -51,6 +51,18 @@ def kept_by_gate(qualities: Sequence[float | None], coarse: Sequence[np.ndarray 
     return [q is not None and m is not None and q > keep_above for q, m in zip(qualities, coarse)]
 
 
+def resolve_device(name: str) -> str:
+    """"cpu" or "cuda" for the device name ``name`` ("auto": CUDA when torch sees a GPU); ValueError
+    for another name, or for "cuda" without a GPU."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"expected 'cpu', 'cuda' or 'auto', got {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("no CUDA device is available")
+    return name
+
+
 def uses_bf16(precision: str, device: torch.device) -> bool:
     """Whether ``precision`` means bfloat16 autocast on ``device``.
 

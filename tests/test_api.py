@@ -88,9 +88,21 @@ def test_bad_input_is_one_clear_error(refiner, change, message):
         refiner.refine(*change(*blobs(H, W)))
 
 
-def test_load_refiner_checks_the_device():
+def test_load_refiner_checks_the_device(monkeypatch):
     with pytest.raises(ValueError, match="device: expected"):
         load_refiner(device="tpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="device: no CUDA device"):
+        load_refiner(device="cuda")
+    assert load_refiner(device="auto").engine.device.type == "cpu"
+
+
+def test_run_names_the_device_it_cannot_use(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    res = CliRunner().invoke(main, ["run", str(EXAMPLE / "predictions.json"), str(EXAMPLE / "images"),
+                                    "-o", str(tmp_path / "out.json"), "--device", "cuda"])
+    assert res.exit_code == 2 and "--device cuda: no CUDA device is available" in res.output
+    assert not (tmp_path / "out.json").exists()
 
 
 def test_shipped_weights_match_run_on_an_example_image():
