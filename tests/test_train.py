@@ -177,9 +177,9 @@ def test_backbone_lr_without_a_trained_backbone_is_a_usage_error(tiny_set, tmp_p
 
 
 def test_backbone_modules_from_stride():
-    from refine_cli.model.backbone import EfficientNetLite0, ResNetTaps
+    from refine_cli.model.backbone import EfficientNetLite, ResNetTaps
 
-    lite = EfficientNetLite0()
+    lite = EfficientNetLite()
     blocks = list(lite._blocks)
     assert [blocks.index(m) for m in lite.modules_from(32)] == [11, 12, 13, 14, 15]
     assert [blocks.index(m) for m in lite.modules_from(4)] == list(range(1, 16))

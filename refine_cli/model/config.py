@@ -20,7 +20,7 @@ class RefineMaskConfig:
     ours are chosen so that inference and training fit two CPU cores.
     """
 
-    backbone: str = "efficientnet_lite0"  # | "resnet18" | "resnet50"  (paper: ResNet-50)
+    backbone: str = "efficientnet_lite0"  # | "efficientnet_lite2" | "resnet18" | "resnet50"  (paper: ResNet-50)
     fpn_channels: int = 64  # paper 256; P2 at stride 4 dominates CPU time (see README)
     semantic_channels: int = 32  # paper 256
     semantic_num_convs: int = 4

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops.poolers import LevelMapper
 
-from .backbone import BackboneWithFPN, EfficientNetLite0
+from .backbone import BackboneWithFPN, EfficientNetLite
 from .bar import band_bce, bar_fuse, bar_region
 from .config import RefineMaskConfig
 from .quality_gate import QualityGate, roi_log_size
@@ -56,7 +56,7 @@ class RefineMask(nn.Module):
         self.head = RefineHead(cfg)
         self.gate = QualityGate(cfg.gate_channels) if cfg.quality_gate else None
         self.level_mapper = LevelMapper(k_min=2, k_max=5)  # canonical FPN: 224 px -> P4
-        efficientnet = isinstance(self.backbone.body, EfficientNetLite0)
+        efficientnet = isinstance(self.backbone.body, EfficientNetLite)
         mean, std = ((127.0,) * 3, (128.0,) * 3) if efficientnet else (_IMAGENET_MEAN, _IMAGENET_STD)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
