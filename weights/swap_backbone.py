@@ -21,7 +21,8 @@ from refine_cli.model.checkpoint import load_checkpoint, save_checkpoint
 from refine_cli.model.config import RefineMaskConfig
 from refine_cli.model.refinemask import RefineMask
 
-_FRESH = ("backbone.body.", "backbone.fpn.inner_blocks.", "gate.")
+# Not taken from the old checkpoint: the new backbone (ImageNet), its laterals (fresh), the gate (left out).
+_NOT_KEPT = ("backbone.body.", "backbone.fpn.inner_blocks.", "gate.")
 
 
 def swapped(old: RefineMask, backbone: str, seed: int) -> RefineMask:
@@ -31,7 +32,7 @@ def swapped(old: RefineMask, backbone: str, seed: int) -> RefineMask:
     model = RefineMask(cfg)
     model.backbone.load_pretrained()
     state = model.state_dict()
-    kept = {k: v for k, v in old.state_dict().items() if not k.startswith(_FRESH)}
+    kept = {k: v for k, v in old.state_dict().items() if not k.startswith(_NOT_KEPT)}
     misfit = [k for k, v in kept.items() if state[k].shape != v.shape]
     if misfit:
         raise SystemExit(f"shapes differ beyond the backbone and laterals: {misfit[:3]}")
