@@ -84,6 +84,7 @@ class EfficientNetLite(nn.Module):
 
     def __init__(self, name: str = "efficientnet_lite0", with_head: bool = False):
         super().__init__()
+        self.name = name  # which package's ImageNet weights fit
         self._conv_stem = Conv2dSame(3, 32, 3, 2, bias=False)
         self._bn0 = nn.BatchNorm2d(32, eps=_BN_EPS)
         blocks, cin, stride, self.taps, channels = [], 32, 2, [], []
@@ -182,7 +183,6 @@ class BackboneWithFPN(nn.Module):
 
     def __init__(self, name: str, fpn_channels: int):
         super().__init__()
-        self.name = name
         self.body = build_backbone(name)
         # GroupNorm keeps P2..P5 near unit scale (the raw taps reach std ~20), which the
         # from-scratch heads need to train at a useful rate.
@@ -200,7 +200,7 @@ class BackboneWithFPN(nn.Module):
         if state_dict is None:
             if not lite:
                 raise ValueError("ResNet backbones need a user-given state_dict")
-            state_dict = lite_imagenet_state_dict(self.name)
+            state_dict = lite_imagenet_state_dict(self.body.name)
         target = self.body if lite else self.body.body
         own = target.state_dict()
         missing = [k for k in own if k not in state_dict]
